@@ -1,0 +1,40 @@
+# presenced — see README.md. Everything here needs only Go (and, for the Redis
+# and browser tests, redis-server and chromium on PATH: .ci/run installs them).
+GO      ?= go
+PKGS    ?= ./...
+ADDR    ?= :8080
+
+.PHONY: run build test test-short bench generate check-generate lint vendor clean
+
+## run: the gateway with the embedded store and the dev demo at http://localhost:8080/
+run:
+	$(GO) run ./cmd/presenced --dev --addr $(ADDR)
+
+build:
+	$(GO) build -o bin/presenced ./cmd/presenced
+
+## test: lint, generated files in sync, then every test with the race detector
+test: lint check-generate
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+test-short:
+	$(GO) test -count=1 -short $(PKGS)
+
+## bench: Go benchmarks of the store (both backends)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./store/...
+
+generate:
+	$(GO) tool templ generate
+
+check-generate:
+	$(GO) tool templ generate
+	@git diff --exit-code -- '*_templ.go' || (echo "generated templ files are stale: run 'make generate' and commit" && exit 1)
+	@test -z "$$(git ls-files --others --exclude-standard -- '*_templ.go')" || (echo "uncommitted generated templ files" && exit 1)
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
+	$(GO) vet $(PKGS)
+
+clean:
+	rm -rf bin

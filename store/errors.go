@@ -1,0 +1,28 @@
+package store
+
+import "errors"
+
+// Sentinel errors. Every validation error wraps ErrInvalid, so a caller can
+// map all of them to one 400 answer with errors.Is(err, ErrInvalid).
+var (
+	ErrInvalid           = errors.New("invalid input")
+	ErrInvalidUserID     = invalid("user id must be 1-128 characters of A-Z a-z 0-9 _ . : @ -")
+	ErrInvalidRoomID     = invalid("room id must be 1-128 characters of A-Z a-z 0-9 _ . : @ -")
+	ErrInvalidSessionID  = invalid("session id must be 8-64 characters of A-Z a-z 0-9 _ -")
+	ErrInvalidStatus     = invalid("status must be online, away or busy")
+	ErrMetadataTooLarge  = invalid("metadata must be at most 2048 bytes")
+	ErrMetadataNotObject = invalid("metadata must be a JSON object")
+	ErrTooManyUsers      = invalid("at most 100 user ids per request")
+	ErrNoUsers           = invalid("at least one user id is required")
+
+	// ErrSlowSubscriber closes a feed subscription that fell too far behind.
+	ErrSlowSubscriber = errors.New("subscriber too slow: events dropped, re-read state and subscribe again")
+	// ErrClosed is returned by a store that has been closed.
+	ErrClosed = errors.New("store closed")
+)
+
+type validationError struct{ msg string }
+
+func invalid(msg string) error             { return &validationError{msg} }
+func (e *validationError) Error() string   { return e.msg }
+func (e *validationError) Is(t error) bool { return t == ErrInvalid }

@@ -1,0 +1,115 @@
+package store
+
+import (
+	"context"
+	"sync"
+)
+
+// Subscription is one reader of a store's change feed.
+type Subscription struct {
+	c      chan Event
+	quit   chan struct{} // closed with c; ends the context watcher
+	feed   *feed
+	mu     sync.Mutex
+	err    error
+	closed bool
+}
+
+// C delivers the events. It is closed when the subscription ends; Err then
+// says why.
+func (s *Subscription) C() <-chan Event { return s.c }
+
+// Err is nil while the subscription is open; after C is closed it is
+// ErrSlowSubscriber, ErrClosed or the context's error.
+func (s *Subscription) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Close ends the subscription.
+func (s *Subscription) Close() { s.feed.remove(s, context.Canceled) }
+
+// feed fans events out to subscriptions without ever blocking the publisher:
+// a subscription whose buffer is full is closed with ErrSlowSubscriber
+// (Mercure's rule: a slow reader is disconnected, not waited for).
+type feed struct {
+	mu     sync.Mutex
+	subs   map[*Subscription]struct{}
+	buffer int
+	closed bool
+}
+
+func newFeed(buffer int) *feed {
+	return &feed{subs: make(map[*Subscription]struct{}), buffer: buffer}
+}
+
+func (f *feed) subscribe(ctx context.Context) (*Subscription, error) {
+	s := &Subscription{c: make(chan Event, f.buffer), quit: make(chan struct{}), feed: f}
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return nil, ErrClosed
+	}
+	f.subs[s] = struct{}{}
+	f.mu.Unlock()
+	if ctx.Done() != nil {
+		go func() {
+			select {
+			case <-ctx.Done():
+				f.remove(s, ctx.Err())
+			case <-s.quit:
+			}
+		}()
+	}
+	return s, nil
+}
+
+func (f *feed) remove(s *Subscription, why error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removeLocked(s, why)
+}
+
+func (f *feed) removeLocked(s *Subscription, why error) {
+	if _, ok := f.subs[s]; !ok {
+		return
+	}
+	delete(f.subs, s)
+	s.mu.Lock()
+	s.err = why
+	s.closed = true
+	s.mu.Unlock()
+	close(s.c)
+	close(s.quit)
+}
+
+// publish delivers events in order to every subscription.
+func (f *feed) publish(events ...Event) {
+	if len(events) == 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for s := range f.subs {
+		for _, e := range events {
+			select {
+			case s.c <- e:
+			default:
+				f.removeLocked(s, ErrSlowSubscriber)
+			}
+			if s.closed {
+				break
+			}
+		}
+	}
+}
+
+func (f *feed) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	for s := range f.subs {
+		f.removeLocked(s, ErrClosed)
+	}
+}
