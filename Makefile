@@ -36,5 +36,9 @@ lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
 	$(GO) vet $(PKGS)
 
+## vendor: refetch htmx.org 2.0.11 + htmx-ext-sse 2.2.4 from npm and verify static/vendor/SHA256SUMS
+vendor:
+	scripts/vendor.sh
+
 clean:
 	rm -rf bin

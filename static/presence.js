@@ -1,0 +1,589 @@
+/*!
+ * presence.js: presenced's no-build browser client. Plain JavaScript, no
+ * dependencies; works with or without htmx on the page.
+ *
+ * Configuration is read from the page, from (later wins):
+ *   1. the <script src=".../presence.js"> tag's data-* attributes, then
+ *   2. the first element carrying the data-presence-config attribute,
+ * with the same attribute names in both places:
+ *   data-mode        "full" (heartbeat, activity, typing, status picker) or
+ *                    "watch" (only keeps dots and avatars tidy). Default: full
+ *                    when a data-presence-config element or a
+ *                    data-heartbeat / data-session-id attribute is present,
+ *                    else watch.
+ *   data-heartbeat   heartbeat interval in ms (default 30000)
+ *   data-session-id  this tab's session id, as put in the stream's sid= by the
+ *                    server (a tab that already has one in sessionStorage
+ *                    keeps it, and sid= of room streams is rewritten to match)
+ *   data-room        default room for typing fields without a room of their own
+ *   data-user        the signed-in user's id (their elements get .is-self)
+ *   data-token       optional bearer token (cross-origin embeds); sent as
+ *                    Authorization: Bearer, and as ?token= on the beacon
+ *   data-base        gateway origin, e.g. "https://gw.example" ("" = this page)
+ *   data-idle        idle time before away, ms (default 300000 = 5 min)
+ *   data-typing-stop typing stops this long after the last key, ms (default 3000)
+ *
+ * Page hooks:
+ *   [data-presence-typing="{room}"]     input/textarea whose input marks typing
+ *   [data-presence-set-status="busy"]   click sets your status (online, away,
+ *                                       busy, offline); away/busy are sticky
+ *   img[data-presence-avatar]           avatar image; on error it is removed
+ *                                       and the avatar shows initials
+ *   .pr-dot[data-presence-user]         with sse-swap="presence-{id}": updated
+ *                                       in place when the event arrives
+ *   form[data-presence-chat]            demo message box: echoed locally
+ *
+ * window.Presence = { sessionId, config, status(), setStatus(s), heartbeat(),
+ *                     startTyping(room), stopTyping(room), destroy(), ... }
+ */
+(function () {
+  'use strict';
+
+  var script = document.currentScript;
+  var SID_KEY = 'presence.sid';
+  var STATUS_KEY = 'presence.status';
+  var STATUSES = { online: 'Online', away: 'Away', busy: 'Busy', offline: 'Offline' };
+  var SID_RE = /^[A-Za-z0-9_-]{8,64}$/;
+  var TYPING_EVERY = 2000;
+
+  // Safe to include twice: the first copy wins; a later copy with a full
+  // configuration upgrades a copy that started in watch mode.
+  var existing = window.Presence;
+  if (existing && existing.__presenced) {
+    if (script && existing.config.mode === 'watch') {
+      existing.__upgrade(readConfig(script));
+    }
+    return;
+  }
+
+  var cfg = null;
+  var sessionId = null;
+  var full = false;
+
+  // ---------------------------------------------------------------- config
+
+  function num(v, d) {
+    var n = parseInt(v, 10);
+    return n > 0 ? n : d;
+  }
+
+  function readConfig(scriptEl) {
+    var merged = {};
+    var sources = [scriptEl, document.querySelector('[data-presence-config]')];
+    var explicitFull = false;
+    for (var i = 0; i < sources.length; i++) {
+      var el = sources[i];
+      if (!el || !el.dataset) continue;
+      if (el.hasAttribute('data-presence-config')) explicitFull = true;
+      for (var k in el.dataset) {
+        if (Object.prototype.hasOwnProperty.call(el.dataset, k)) merged[k] = el.dataset[k];
+      }
+    }
+    if (merged.heartbeat || merged.sessionId) explicitFull = true;
+    var mode = merged.mode === 'watch' || merged.mode === 'full' ? merged.mode : (explicitFull ? 'full' : 'watch');
+    return {
+      mode: mode,
+      heartbeat: num(merged.heartbeat, 30000),
+      idle: num(merged.idle, 300000),
+      typingStop: num(merged.typingStop, 3000),
+      sessionId: merged.sessionId || '',
+      room: merged.room || '',
+      user: merged.user || '',
+      token: merged.token || '',
+      base: (merged.base || '').replace(/\/+$/, '')
+    };
+  }
+
+  function storage(op, key, value) {
+    try {
+      if (op === 'get') return window.sessionStorage.getItem(key);
+      if (op === 'set') window.sessionStorage.setItem(key, value);
+      if (op === 'del') window.sessionStorage.removeItem(key);
+    } catch (e) { /* storage disabled: per-page values only */ }
+    return null;
+  }
+
+  function newSessionId() {
+    var bytes = new Uint8Array(16);
+    (window.crypto || window.msCrypto).getRandomValues(bytes);
+    var s = '';
+    for (var i = 0; i < bytes.length; i++) s += (bytes[i] + 256).toString(16).slice(1);
+    return s;
+  }
+
+  // One session id per tab, kept across reloads in sessionStorage.
+  function resolveSessionId(fromPage) {
+    var s = storage('get', SID_KEY);
+    if (!s || !SID_RE.test(s)) s = SID_RE.test(fromPage) ? fromPage : newSessionId();
+    storage('set', SID_KEY, s);
+    return s;
+  }
+
+  // ----------------------------------------------------- stream session ids
+
+  // Room streams must run in the tab's session, or the tab would count as two
+  // sessions. Rewrite (or add) sid= on /sse/room/ URLs of the page's gateway.
+  function fixStreamURL(url) {
+    if (!full || !sessionId || typeof url !== 'string') return url;
+    var u;
+    try { u = new URL(url, window.location.href); } catch (e) { return url; }
+    var ours = cfg.base ? cfg.base : window.location.origin;
+    var sameGateway = u.origin === ours || (!cfg.base && u.origin === window.location.origin);
+    if (!sameGateway || u.pathname.indexOf('/sse/room/') !== 0) return url;
+    if (u.searchParams.get('sid') === sessionId) return url;
+    u.searchParams.set('sid', sessionId);
+    return u.toString();
+  }
+
+  function hookEventSources() {
+    var hx = window.htmx;
+    if (hx) {
+      if (hx.__presenceHooked) return;
+      hx.__presenceHooked = true;
+      // htmx-ext-sse creates every EventSource (including reconnects) through
+      // htmx.createEventSource and keeps one that is already set.
+      var orig = hx.createEventSource;
+      hx.createEventSource = function (url) {
+        start(); // htmx may process the page before our DOMContentLoaded
+        url = fixStreamURL(url);
+        return orig ? orig(url) : new EventSource(url, { withCredentials: true });
+      };
+      return;
+    }
+    // htmx not loaded yet: it has not read the attributes, so rewrite them.
+    var els = document.querySelectorAll('[sse-connect],[data-sse-connect]');
+    for (var i = 0; i < els.length; i++) {
+      var name = els[i].hasAttribute('sse-connect') ? 'sse-connect' : 'data-sse-connect';
+      var v = els[i].getAttribute(name);
+      var f = fixStreamURL(v);
+      if (f !== v) els[i].setAttribute(name, f);
+    }
+  }
+
+  // ------------------------------------------------------------------ http
+
+  function url(path) {
+    return cfg.base + path;
+  }
+
+  function post(path, body, keepalive) {
+    var headers = { 'Content-Type': 'application/json' };
+    if (cfg.token) headers.Authorization = 'Bearer ' + cfg.token;
+    if (!window.fetch) return Promise.resolve(null);
+    return window.fetch(url(path), {
+      method: 'POST',
+      headers: headers,
+      body: JSON.stringify(body),
+      credentials: cfg.token ? 'same-origin' : 'include',
+      keepalive: !!keepalive,
+      cache: 'no-store'
+    }).then(function (res) {
+      if (res.status === 401 || res.status === 403) emit('presence:unauthorized', { path: path, status: res.status });
+      return res;
+    }, function () { return null; });
+  }
+
+  function beacon(path, body) {
+    var u = url(path);
+    if (cfg.token) u += (u.indexOf('?') < 0 ? '?' : '&') + 'token=' + encodeURIComponent(cfg.token);
+    var data = JSON.stringify(body);
+    // A string body goes out as text/plain: no CORS preflight, which a
+    // beacon could not do.
+    if (navigator.sendBeacon && navigator.sendBeacon(u, data)) return;
+    post(path, body, true);
+  }
+
+  function emit(name, detail) {
+    try {
+      document.dispatchEvent(new CustomEvent(name, { detail: detail }));
+    } catch (e) { /* very old browser */ }
+  }
+
+  // ---------------------------------------------------------------- status
+
+  var st = {
+    auto: 'online',      // online, or away after idling
+    manual: null,        // away, busy or offline chosen in the picker (sticky)
+    lastActivity: Date.now(),
+    sent: null,          // status last sent
+    beatTimer: 0,
+    idleTimer: 0,
+    gone: false          // after pagehide, until pageshow
+  };
+
+  function current() {
+    if (st.manual) return st.manual;
+    if (document.visibilityState === 'hidden') return 'away';
+    return st.auto;
+  }
+
+  function send(status, keepalive) {
+    st.sent = status;
+    emit('presence:status', { status: status, sessionId: sessionId });
+    return post('/api/presence', { status: status, sessionId: sessionId }, keepalive);
+  }
+
+  function scheduleBeat() {
+    clearTimeout(st.beatTimer);
+    if (st.gone) return;
+    st.beatTimer = setTimeout(function () { beat(false); }, cfg.heartbeat);
+  }
+
+  // beat sends the current status (always when forced or due; otherwise only
+  // when it changed) and restarts the heartbeat clock.
+  function beat(onlyIfChanged, keepalive) {
+    if (st.gone) return;
+    var s = current();
+    if (s === 'offline') {
+      if (st.sent !== 'offline') send('offline', keepalive);
+      clearTimeout(st.beatTimer);
+      return;
+    }
+    if (onlyIfChanged && s === st.sent) return;
+    send(s, keepalive);
+    scheduleBeat();
+  }
+
+  function setStatus(s) {
+    if (!Object.prototype.hasOwnProperty.call(STATUSES, s)) throw new Error('presence: unknown status ' + s);
+    if (s === 'online') {
+      st.manual = null;
+      st.auto = 'online';
+      st.lastActivity = Date.now();
+      storage('del', STATUS_KEY);
+    } else {
+      st.manual = s;
+      storage('set', STATUS_KEY, s);
+    }
+    renderPicker();
+    if (full) beat(true);
+  }
+
+  function renderPicker() {
+    var chosen = st.manual || 'online';
+    var els = document.querySelectorAll('[data-presence-set-status]');
+    for (var i = 0; i < els.length; i++) {
+      els[i].setAttribute('aria-pressed', els[i].getAttribute('data-presence-set-status') === chosen ? 'true' : 'false');
+    }
+  }
+
+  // -------------------------------------------------------------- activity
+
+  function onActivity() {
+    var now = Date.now();
+    var wasAway = st.auto === 'away';
+    if (!wasAway && now - st.lastActivity < 1000) return; // cheap for pointermove
+    st.lastActivity = now;
+    if (wasAway) {
+      st.auto = 'online';
+      beat(true);
+    }
+  }
+
+  function checkIdle() {
+    if (st.auto === 'online' && Date.now() - st.lastActivity >= cfg.idle) {
+      st.auto = 'away';
+      beat(true);
+    }
+  }
+
+  function onVisibility() {
+    if (document.visibilityState === 'hidden') {
+      beat(true, true); // away at once (keepalive: the tab may be frozen next)
+    } else {
+      st.lastActivity = Date.now();
+      st.auto = 'online';
+      beat(true);
+    }
+  }
+
+  function onPageHide() {
+    stopAllTyping(true);
+    st.gone = true;
+    clearTimeout(st.beatTimer);
+    st.sent = 'offline';
+    beacon('/api/presence', { status: 'offline', sessionId: sessionId });
+  }
+
+  function onPageShow(e) {
+    if (!e.persisted || !st.gone) return; // restored from the back/forward cache
+    st.gone = false;
+    st.lastActivity = Date.now();
+    st.auto = 'online';
+    beat(false);
+  }
+
+  // ---------------------------------------------------------------- typing
+
+  var typing = {}; // room → { active, lastSent, timer }
+
+  function typingPath(room) {
+    return '/api/presence/room/' + encodeURIComponent(room) + '/typing';
+  }
+
+  function startTyping(room) {
+    if (!room) return;
+    var t = typing[room] || (typing[room] = { active: false, lastSent: 0, timer: 0 });
+    var now = Date.now();
+    if (!t.active || now - t.lastSent >= TYPING_EVERY) {
+      t.active = true;
+      t.lastSent = now;
+      post(typingPath(room), { typing: true });
+    }
+    clearTimeout(t.timer);
+    t.timer = setTimeout(function () { stopTyping(room); }, cfg.typingStop);
+  }
+
+  function stopTyping(room, viaBeacon) {
+    var t = typing[room];
+    if (!t) return;
+    clearTimeout(t.timer);
+    if (!t.active) return;
+    t.active = false;
+    t.lastSent = 0;
+    if (viaBeacon) beacon(typingPath(room), { typing: false });
+    else post(typingPath(room), { typing: false }, true);
+  }
+
+  function stopAllTyping(viaBeacon) {
+    for (var room in typing) {
+      if (Object.prototype.hasOwnProperty.call(typing, room)) stopTyping(room, viaBeacon);
+    }
+  }
+
+  function typingRoom(el) {
+    return el.getAttribute('data-presence-typing') || cfg.room;
+  }
+
+  function onInput(e) {
+    var el = e.target && e.target.closest ? e.target.closest('[data-presence-typing]') : null;
+    if (!el) return;
+    var room = typingRoom(el);
+    var value = 'value' in el ? el.value : el.textContent;
+    if (!value || !String(value).trim()) stopTyping(room);
+    else startTyping(room);
+  }
+
+  function onSubmit(e) {
+    var form = e.target;
+    if (!form || !form.querySelectorAll) return;
+    var fields = form.querySelectorAll('[data-presence-typing]');
+    for (var i = 0; i < fields.length; i++) stopTyping(typingRoom(fields[i]));
+    if (form.hasAttribute('data-presence-chat')) chatSubmit(e, form);
+  }
+
+  // Demo message box: messages stay in this tab (the demo shows presence).
+  function chatSubmit(e, form) {
+    e.preventDefault();
+    var field = form.querySelector('textarea, input[type="text"]');
+    if (!field) return;
+    var text = field.value.trim();
+    if (!text) return;
+    var log = document.querySelector('[data-presence-chat-log]');
+    if (log) {
+      var empty = log.querySelector('.pr-chat__empty');
+      if (empty) empty.parentNode.removeChild(empty);
+      var msg = document.createElement('div');
+      msg.className = 'pr-msg';
+      var meta = document.createElement('div');
+      meta.className = 'pr-msg__meta';
+      var who = document.createElement('strong');
+      var me = document.querySelector('.pr-me__name');
+      who.textContent = me ? me.textContent : 'You';
+      var when = document.createElement('time');
+      var d = new Date();
+      when.dateTime = d.toISOString();
+      when.textContent = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      meta.appendChild(who);
+      meta.appendChild(when);
+      var body = document.createElement('p');
+      body.className = 'pr-msg__text';
+      body.textContent = text;
+      msg.appendChild(meta);
+      msg.appendChild(body);
+      log.appendChild(msg);
+      log.scrollTop = log.scrollHeight;
+    }
+    field.value = '';
+    autosize(field);
+    field.focus();
+  }
+
+  function onKeydown(e) {
+    var el = e.target;
+    // Enter sends, Shift+Enter makes a new line, in the demo message box.
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && el && el.tagName === 'TEXTAREA' && el.form && el.form.hasAttribute('data-presence-chat')) {
+      e.preventDefault();
+      if (el.form.requestSubmit) el.form.requestSubmit();
+      else el.form.dispatchEvent(new Event('submit', { cancelable: true, bubbles: true }));
+    }
+  }
+
+  function autosize(el) {
+    if (!el || el.tagName !== 'TEXTAREA' || !el.form || !el.form.hasAttribute('data-presence-chat')) return;
+    el.style.height = 'auto';
+    el.style.height = Math.min(el.scrollHeight, 160) + 'px';
+  }
+
+  // ------------------------------------------------- dots, avatars, .is-self
+
+  // A presence-{id} event carries a Dot. Instead of htmx's outerHTML swap,
+  // copy its status onto the dot in place, so that every copy of a user's dot
+  // keeps its own size and label; the avatar around it follows.
+  function onSSEBeforeMessage(e) {
+    var elt = e.target;
+    if (!elt || !elt.matches || !elt.matches('.pr-dot[data-presence-user]')) return;
+    var data = e.detail && e.detail.data;
+    if (typeof data !== 'string') return;
+    var tpl = document.createElement('template');
+    tpl.innerHTML = data;
+    var incoming = tpl.content.querySelector('[data-presence-user][data-status]');
+    if (!incoming || incoming.getAttribute('data-presence-user') !== elt.getAttribute('data-presence-user')) return;
+    var s = incoming.getAttribute('data-status');
+    if (!Object.prototype.hasOwnProperty.call(STATUSES, s)) return;
+    e.preventDefault();
+    applyStatus(elt, s, incoming.getAttribute('aria-label'));
+  }
+
+  function applyStatus(dot, s, label) {
+    var changed = dot.getAttribute('data-status') !== s;
+    dot.setAttribute('data-status', s);
+    if (label) {
+      dot.setAttribute('aria-label', label);
+      dot.setAttribute('title', label);
+    }
+    var text = dot.querySelector('.pr-dot__label');
+    if (text) text.textContent = STATUSES[s];
+    var avatar = dot.closest('.pr-avatar[data-presence-user]');
+    if (avatar && avatar.getAttribute('data-presence-user') === dot.getAttribute('data-presence-user')) {
+      avatar.setAttribute('data-status', s);
+    }
+    if (changed) {
+      dot.classList.remove('pr-dot--changed');
+      void dot.offsetWidth; // restart the pulse animation
+      dot.classList.add('pr-dot--changed');
+    }
+  }
+
+  function avatarFailed(img) {
+    var avatar = img.closest('.pr-avatar');
+    if (avatar) avatar.classList.add('pr-avatar--fallback');
+    if (img.parentNode) img.parentNode.removeChild(img);
+  }
+
+  function onError(e) {
+    var img = e.target;
+    if (img && img.tagName === 'IMG' && img.hasAttribute('data-presence-avatar')) avatarFailed(img);
+  }
+
+  // Tidy freshly added content: images that failed before we listened, the
+  // signed-in user's own elements.
+  function tidy(root) {
+    if (!root || !root.querySelectorAll) return;
+    var imgs = root.querySelectorAll('img[data-presence-avatar]');
+    for (var i = 0; i < imgs.length; i++) {
+      if (imgs[i].complete && imgs[i].naturalWidth === 0 && imgs[i].getAttribute('src')) avatarFailed(imgs[i]);
+    }
+    if (cfg && cfg.user) {
+      var els = root.querySelectorAll('[data-presence-user]');
+      for (var j = 0; j < els.length; j++) {
+        if (els[j].getAttribute('data-presence-user') === cfg.user) els[j].classList.add('is-self');
+      }
+    }
+  }
+
+  function onHtmxLoad(e) {
+    tidy(e.target && e.target.parentNode ? e.target.parentNode : document);
+    if (full) renderPicker();
+  }
+
+  // ----------------------------------------------------------------- start
+
+  function onClick(e) {
+    var el = e.target && e.target.closest ? e.target.closest('[data-presence-set-status]') : null;
+    if (!el) return;
+    e.preventDefault();
+    setStatus(el.getAttribute('data-presence-set-status'));
+  }
+
+  var listeners = [];
+  function on(target, type, fn, opts) {
+    target.addEventListener(type, fn, opts);
+    listeners.push([target, type, fn, opts]);
+  }
+
+  var ACTIVITY = ['pointerdown', 'pointermove', 'keydown', 'wheel', 'touchstart', 'scroll'];
+
+  function startFull() {
+    if (full) return;
+    full = true;
+    sessionId = resolveSessionId(cfg.sessionId);
+    var saved = storage('get', STATUS_KEY);
+    if (saved === 'away' || saved === 'busy') st.manual = saved;
+    hookEventSources();
+    for (var i = 0; i < ACTIVITY.length; i++) on(window, ACTIVITY[i], onActivity, { passive: true, capture: true });
+    on(document, 'visibilitychange', onVisibility);
+    on(window, 'pagehide', onPageHide);
+    on(window, 'pageshow', onPageShow);
+    on(document, 'input', onInput);
+    on(document, 'input', function (e) { autosize(e.target); });
+    on(document, 'submit', onSubmit, true);
+    on(document, 'keydown', onKeydown);
+    on(document, 'click', onClick);
+    st.idleTimer = setInterval(checkIdle, Math.max(250, Math.min(10000, Math.floor(cfg.idle / 4))));
+    api.sessionId = sessionId;
+    renderPicker();
+    beat(false);
+  }
+
+  function start() {
+    if (cfg) return;
+    cfg = readConfig(script);
+    api.config = cfg;
+    on(document, 'error', onError, true);
+    on(document, 'htmx:sseBeforeMessage', onSSEBeforeMessage);
+    on(document, 'htmx:load', onHtmxLoad);
+    tidy(document);
+    if (cfg.mode === 'full') startFull();
+  }
+
+  var api = {
+    __presenced: true,
+    version: '1',
+    config: null,
+    sessionId: null,
+    status: function () { return full ? current() : null; },
+    setStatus: setStatus,
+    heartbeat: function () { if (full) beat(false); },
+    startTyping: function (room) { if (full) startTyping(room || cfg.room); },
+    stopTyping: function (room) { stopTyping(room || cfg.room); },
+    fixStreamURL: fixStreamURL,
+    destroy: function () {
+      clearTimeout(st.beatTimer);
+      clearInterval(st.idleTimer);
+      for (var i = 0; i < listeners.length; i++) listeners[i][0].removeEventListener(listeners[i][1], listeners[i][2], listeners[i][3]);
+      listeners = [];
+      delete window.Presence;
+    },
+    __state: st,
+    __tick: function () { if (full) checkIdle(); },
+    __upgrade: function (next) {
+      if (!cfg || full || next.mode !== 'full') return;
+      cfg = next;
+      api.config = cfg;
+      startFull();
+    }
+  };
+  window.Presence = api;
+
+  // Start as soon as the page's config element can exist. Deferred scripts
+  // (the gateway's pages) run after parsing, before htmx processes the page.
+  if (document.readyState === 'loading') {
+    // Config may be below this script: read it at DOMContentLoaded, but hook
+    // htmx's EventSource creation now if htmx is already here.
+    document.addEventListener('DOMContentLoaded', start);
+    if (window.htmx) hookEventSources();
+  } else {
+    start();
+  }
+})();
