@@ -13,6 +13,9 @@ type Subscription struct {
 	mu     sync.Mutex
 	err    error
 	closed bool
+	// active is false until a backend whose events travel through a server
+	// has seen its barrier (see RedisStore.Subscribe); guarded by feed.mu.
+	active bool
 }
 
 // C delivers the events. It is closed when the subscription ends; Err then
@@ -45,7 +48,11 @@ func newFeed(buffer int) *feed {
 }
 
 func (f *feed) subscribe(ctx context.Context) (*Subscription, error) {
-	s := &Subscription{c: make(chan Event, f.buffer), quit: make(chan struct{}), feed: f}
+	return f.subscribeActive(ctx, true)
+}
+
+func (f *feed) subscribeActive(ctx context.Context, active bool) (*Subscription, error) {
+	s := &Subscription{c: make(chan Event, f.buffer), quit: make(chan struct{}), feed: f, active: active}
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()
@@ -92,6 +99,9 @@ func (f *feed) publish(events ...Event) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for s := range f.subs {
+		if !s.active {
+			continue
+		}
 		for _, e := range events {
 			select {
 			case s.c <- e:
@@ -103,6 +113,13 @@ func (f *feed) publish(events ...Event) {
 			}
 		}
 	}
+}
+
+// activate starts delivering events to s (if it is still open).
+func (f *feed) activate(s *Subscription) {
+	f.mu.Lock()
+	s.active = true
+	f.mu.Unlock()
 }
 
 func (f *feed) close() {

@@ -32,6 +32,14 @@ var prefixSeq atomic.Int64
 // Start launches redis-server and stops it when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartWith(t)
+}
+
+// StartWith is Start with extra redis-server arguments, for example
+// "--rename-command", "CONFIG", "" to play a managed Redis that refuses
+// CONFIG SET.
+func StartWith(t testing.TB, extra ...string) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -45,11 +53,13 @@ func Start(t testing.TB) *Server {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(bin,
+		args := []string{
 			"--port", fmt.Sprint(port), "--bind", "127.0.0.1",
 			"--dir", dir, "--save", "", "--appendonly", "no",
 			"--notify-keyspace-events", "",
-			"--logfile", filepath.Join(dir, "redis.log"))
+			"--logfile", filepath.Join(dir, "redis.log"),
+		}
+		cmd := exec.Command(bin, append(args, extra...)...)
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start redis-server: %v", err)
 		}

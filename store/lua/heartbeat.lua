@@ -1,0 +1,40 @@
+-- heartbeat.lua: create or refresh a session, optionally joining a room.
+-- KEYS[1] P{u:ID}:user   KEYS[2] P{u:ID}:sess   KEYS[3] P{u:ID}:ttl:SID
+-- KEYS[4] Pdeadlines     KEYS[5] P{r:ROOM}:members (only when joining)
+-- ARGV[1..3] see lib.lua; ARGV[4] user id; ARGV[5] session id; ARGV[6] name;
+-- ARGV[7] avatar; ARGV[8] status ("" keeps the session's); ARGV[9] "1" when
+-- ARGV[10] (metadata JSON) replaces the user's metadata; ARGV[11] ttl ms;
+-- ARGV[12] room to join ("" for none).
+-- Returns the user's status after the call.
+local uid, sid = ARGV[4], ARGV[5]
+local ttl = tonumber(ARGV[11])
+local room = ARGV[12]
+
+local from = published_status(uid)
+local raw = redis.call('HGET', KEYS[2], sid)
+local rec
+if raw then rec = cjson.decode(raw) else rec = { s = 'online', r = {} } end
+if ARGV[8] ~= '' then rec.s = ARGV[8] end
+rec.d = NOW + ttl
+local joining = room ~= '' and not has(rec.r, room)
+if joining then rec.r[#rec.r + 1] = room end
+redis.call('HSET', KEYS[2], sid, cjson.encode(rec))
+redis.call('SET', KEYS[3], '1', 'PX', ttl)
+redis.call('ZADD', KEYS[4], rec.d, uid .. ' ' .. sid)
+
+redis.call('HSET', KEYS[1], 'name', ARGV[6], 'avatar', ARGV[7], 'seen', NOW)
+if ARGV[9] == '1' then redis.call('HSET', KEYS[1], 'meta', ARGV[10]) end
+redis.call('PEXPIRE', KEYS[1], RETENTION + ttl)
+
+local member = room ~= '' and redis.call('ZSCORE', KEYS[5], uid)
+local to, rooms = aggregate(uid)
+-- A new membership is announced after the status, so the status event lists
+-- only the rooms the user was already in.
+if room ~= '' and not member then rooms[room] = nil end
+set_status(uid, from, to, sorted_keys(rooms), nil)
+
+if room ~= '' and not member then
+  redis.call('ZADD', KEYS[5], NOW, uid)
+  emit({ k = 'join', room = room, u = uid, n = ARGV[6], a = ARGV[7], to = to })
+end
+return to

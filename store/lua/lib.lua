@@ -1,0 +1,167 @@
+-- lib.lua: shared by every presence script; prepended to each one when the
+-- scripts are loaded (see presence_redis.go). Not a script by itself.
+--
+-- Every script receives the same first three ARGV:
+--   ARGV[1] key prefix, ARGV[2] lastSeen retention (ms), ARGV[3] event log
+--   max length. Script-specific arguments start at ARGV[4].
+--
+-- Key layout (P = prefix). A user's keys share the {u:<id>} hash tag and a
+-- room's keys the {r:<id>} tag, so each lives in one cluster slot:
+--   P{u:ID}:user       hash  name, avatar, meta, seen (lastSeen ms), st (last published status)
+--   P{u:ID}:sess       hash  session id -> {"s":status,"d":deadline ms,"r":[rooms]}
+--   P{u:ID}:ttl:SID    string with PX ttl: its expiry raises the keyspace event
+--   P{r:ID}:members    zset  user id -> ms the user became a member
+--   P{r:ID}:typing     zset  user id -> ms the user started typing
+--   P{r:ID}:tnames     hash  user id -> display name while typing
+--   Pdeadlines         zset  "uid sid" -> session deadline ms (the sweeper's index)
+--   Ptyping-deadlines  zset  "room uid" -> typing mark deadline ms
+--   Plog               stream of events (catch-up after a pub/sub reconnect)
+--   Pevents            pub/sub channel: "<stream id> <event json>"
+-- Scripts touch the keys of the users and rooms a transition involves, which
+-- are only known inside the script: they need a single Redis primary (or a
+-- cluster whose slots are pinned by one hash tag per deployment), not a
+-- sharded cluster.
+
+local P = ARGV[1]
+local RETENTION = tonumber(ARGV[2])
+local LOGMAX = tonumber(ARGV[3])
+
+local t = redis.call('TIME')
+local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local RANK = { busy = 3, online = 2, away = 1 }
+local BY_RANK = { [0] = 'offline', [1] = 'away', [2] = 'online', [3] = 'busy' }
+
+local function ukey(uid, what) return P .. '{u:' .. uid .. '}:' .. what end
+local function rkey(room, what) return P .. '{r:' .. room .. '}:' .. what end
+local DEADLINES = P .. 'deadlines'
+local TYPING_DEADLINES = P .. 'typing-deadlines'
+
+local function emit(ev)
+  ev.at = NOW
+  local payload = cjson.encode(ev)
+  local id = redis.call('XADD', P .. 'log', 'MAXLEN', '~', LOGMAX, '*', 'e', payload)
+  redis.call('PUBLISH', P .. 'events', id .. ' ' .. payload)
+end
+
+local function profile(uid)
+  local p = redis.call('HMGET', ukey(uid, 'user'), 'name', 'avatar')
+  return p[1] or '', p[2] or ''
+end
+
+local function published_status(uid)
+  return redis.call('HGET', ukey(uid, 'user'), 'st') or 'offline'
+end
+
+-- aggregate returns the user's status over the sessions in their hash and
+-- the set of rooms those sessions are in.
+local function aggregate(uid)
+  local all = redis.call('HGETALL', ukey(uid, 'sess'))
+  local best = 0
+  local rooms = {}
+  for i = 2, #all, 2 do
+    local s = cjson.decode(all[i])
+    local r = RANK[s.s] or 0
+    if r > best then best = r end
+    for _, room in ipairs(s.r) do rooms[room] = true end
+  end
+  return BY_RANK[best], rooms
+end
+
+local function sorted_keys(set)
+  local list = {}
+  for k in pairs(set) do list[#list + 1] = k end
+  table.sort(list)
+  return list
+end
+
+local function has(list, x)
+  for _, v in ipairs(list) do if v == x then return true end end
+  return false
+end
+
+local function typing_list(room)
+  local ids = redis.call('ZRANGE', rkey(room, 'typing'), 0, -1)
+  local out = {}
+  if #ids == 0 then return out end
+  local names = redis.call('HMGET', rkey(room, 'tnames'), unpack(ids))
+  for i, id in ipairs(ids) do out[i] = { id = id, name = names[i] or id } end
+  return out
+end
+
+-- clear_typing removes a typing mark and announces the new set if it existed.
+local function clear_typing(room, uid, deadline)
+  if redis.call('ZREM', rkey(room, 'typing'), uid) == 0 then return end
+  redis.call('HDEL', rkey(room, 'tnames'), uid)
+  redis.call('ZREM', TYPING_DEADLINES, room .. ' ' .. uid)
+  emit({ k = 'typing', room = room, typing = typing_list(room), dl = deadline })
+end
+
+-- set_status records and announces a change of the user's aggregate status.
+local function set_status(uid, from, to, rooms, deadline)
+  if from == to then return end
+  redis.call('HSET', ukey(uid, 'user'), 'st', to)
+  local name, avatar = profile(uid)
+  emit({ k = 'status', u = uid, n = name, a = avatar, from = from, to = to,
+         rooms = table.concat(rooms, ' '), dl = deadline })
+end
+
+-- remove_session ends one session: it leaves its rooms (typing cleared
+-- first), and the user's status is recomputed. Returns 1 if it existed.
+-- deadline is the session's deadline for an expiry, nil for an explicit end.
+local function remove_session(uid, sid, deadline)
+  local sk = ukey(uid, 'sess')
+  local raw = redis.call('HGET', sk, sid)
+  redis.call('ZREM', DEADLINES, uid .. ' ' .. sid)
+  if not raw then return 0 end
+  local rec = cjson.decode(raw)
+  local from = published_status(uid)
+  redis.call('HDEL', sk, sid)
+  redis.call('DEL', ukey(uid, 'ttl:' .. sid))
+  local to, rooms_after = aggregate(uid)
+  local before = {}
+  for room in pairs(rooms_after) do before[room] = true end
+  local left = {}
+  for _, room in ipairs(rec.r) do
+    before[room] = true
+    if not rooms_after[room] then left[#left + 1] = room end
+  end
+  table.sort(left)
+  local name, avatar = profile(uid)
+  for _, room in ipairs(left) do
+    clear_typing(room, uid, deadline)
+    redis.call('ZREM', rkey(room, 'members'), uid)
+    emit({ k = 'leave', room = room, u = uid, n = name, a = avatar, to = to, dl = deadline })
+  end
+  if to == 'offline' then
+    set_status(uid, from, to, sorted_keys(before), deadline)
+  else
+    set_status(uid, from, to, sorted_keys(rooms_after), deadline)
+  end
+  redis.call('PEXPIRE', ukey(uid, 'user'), RETENTION)
+  return 1
+end
+
+-- reap_session ends a session only if its deadline has passed: several nodes
+-- may try to reap the same session (sweepers, keyspace events) and exactly
+-- one of them, atomically here, makes the transition.
+local function reap_session(uid, sid)
+  local raw = redis.call('HGET', ukey(uid, 'sess'), sid)
+  if not raw then
+    redis.call('ZREM', DEADLINES, uid .. ' ' .. sid)
+    return 0
+  end
+  local rec = cjson.decode(raw)
+  if rec.d > NOW then return 0 end
+  return remove_session(uid, sid, rec.d)
+end
+
+local function reap_typing(room, uid)
+  local d = redis.call('ZSCORE', TYPING_DEADLINES, room .. ' ' .. uid)
+  if not d then return 0 end
+  d = tonumber(d)
+  if d > NOW then return 0 end
+  redis.call('ZREM', TYPING_DEADLINES, room .. ' ' .. uid)
+  clear_typing(room, uid, d)
+  return 1
+end

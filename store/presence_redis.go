@@ -1,0 +1,720 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisStore keeps presence in Redis so that several gateway nodes share it.
+//
+// Every transition happens inside one Lua script, which also appends the
+// resulting events to a stream (the log) and publishes them on a channel:
+// however many nodes race to expire the same session, exactly one makes the
+// transition and exactly one event goes out. Each node
+//   - subscribes to the event channel and to keyspace-expiry notifications of
+//     the sessions' TTL keys (a fast path to expiry);
+//   - sweeps the deadline index every SweepInterval, because Redis expires
+//     keys lazily and its notifications can be minutes late (pitfalls.md);
+//   - after every (re)subscription, reads the log from the last event it saw,
+//     so events published while its pub/sub connection was down still reach
+//     its subscribers. If the log was trimmed past that point it sends
+//     EventResync instead.
+type RedisStore struct {
+	client  *redis.Client
+	opts    Options
+	log     *slog.Logger
+	feed    *feed
+	scripts redisScripts
+
+	channel    string // Pevents
+	expiredCh  string // __keyevent@<db>__:expired
+	ttlMarker  string // P{u: — prefix of session TTL keys
+	subscribed atomic.Bool
+	isClosed   atomic.Bool
+
+	reaps chan [2]string // (user, session) from keyspace events
+
+	pendingMu sync.Mutex
+	pending   map[string]*Subscription // barrier token → subscription waiting for it
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	once      sync.Once
+}
+
+var _ Store = (*RedisStore)(nil)
+
+var (
+	//go:embed lua/lib.lua
+	luaLib string
+	//go:embed lua/heartbeat.lua
+	luaHeartbeat string
+	//go:embed lua/end_session.lua
+	luaEndSession string
+	//go:embed lua/leave.lua
+	luaLeave string
+	//go:embed lua/typing.lua
+	luaTyping string
+	//go:embed lua/sweep.lua
+	luaSweep string
+	//go:embed lua/members.lua
+	luaMembers string
+	//go:embed lua/typing_read.lua
+	luaTypingRead string
+	//go:embed lua/barrier.lua
+	luaBarrier string
+)
+
+type redisScripts struct {
+	heartbeat, endSession, leave, typing, sweep, members, typingRead, barrier *redis.Script
+}
+
+// withLib puts the shared library in front of a script body.
+func withLib(body string) *redis.Script { return redis.NewScript(luaLib + "\n" + body) }
+
+// logMaxLen bounds the event log: enough to catch up after a pub/sub outage
+// of several seconds under heavy churn; a longer outage gets EventResync.
+const logMaxLen = 100000
+
+// sweepLimit is how many due entries one sweep script call reaps, so that
+// one call never blocks Redis for long.
+const sweepLimit = 500
+
+// NewRedis connects to redisURL (redis://…), enables keyspace-expiry
+// notifications when the server allows it, and starts the node's background
+// work: the change-feed subscriber and the deadline sweeper.
+func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logger) (*RedisStore, error) {
+	ropts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	opts = opts.withDefaults()
+	s := &RedisStore{
+		client:    redis.NewClient(ropts),
+		opts:      opts,
+		log:       log,
+		feed:      newFeed(opts.FeedBuffer),
+		channel:   opts.KeyPrefix + "events",
+		expiredCh: fmt.Sprintf("__keyevent@%d__:expired", ropts.DB),
+		ttlMarker: opts.KeyPrefix + "{u:",
+		reaps:     make(chan [2]string, 4096),
+		pending:   make(map[string]*Subscription),
+	}
+	s.scripts = redisScripts{
+		heartbeat:  withLib(luaHeartbeat),
+		endSession: withLib(luaEndSession),
+		leave:      withLib(luaLeave),
+		typing:     withLib(luaTyping),
+		sweep:      withLib(luaSweep),
+		members:    withLib(luaMembers),
+		typingRead: withLib(luaTypingRead),
+		barrier:    withLib(luaBarrier),
+	}
+	if err := s.client.Ping(ctx).Err(); err != nil {
+		s.client.Close()
+		return nil, fmt.Errorf("redis ping: %w", err)
+	}
+	if err := s.loadScripts(ctx); err != nil {
+		s.client.Close()
+		return nil, fmt.Errorf("redis load scripts: %w", err)
+	}
+	s.enableExpiryEvents(ctx)
+
+	// The log position this node starts from: events before it are history.
+	last := "0-0"
+	if msgs, err := s.client.XRevRangeN(ctx, s.key("log"), "+", "-", 1).Result(); err == nil && len(msgs) > 0 {
+		last = msgs[0].ID
+	} else if err != nil && !errors.Is(err, redis.Nil) {
+		s.client.Close()
+		return nil, fmt.Errorf("redis event log: %w", err)
+	}
+
+	bg, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	pubsub := s.client.Subscribe(bg, s.channel, s.expiredCh)
+	s.wg.Add(3)
+	go s.dispatch(bg, pubsub, last)
+	go s.reapExpired(bg)
+	go s.sweep(bg)
+	return s, nil
+}
+
+func (s *RedisStore) key(k string) string { return s.opts.KeyPrefix + k }
+
+func (s *RedisStore) userKey(uid, what string) string {
+	return s.opts.KeyPrefix + "{u:" + uid + "}:" + what
+}
+
+func (s *RedisStore) roomKey(room, what string) string {
+	return s.opts.KeyPrefix + "{r:" + room + "}:" + what
+}
+
+// enableExpiryEvents adds "Ex" to notify-keyspace-events. Managed Redis often
+// refuses CONFIG SET; expiry then still works through the sweeper, only
+// without the notification fast path, and the operator is told what to set.
+func (s *RedisStore) enableExpiryEvents(ctx context.Context) {
+	cur, err := s.client.ConfigGet(ctx, "notify-keyspace-events").Result()
+	flags := ""
+	if err == nil {
+		flags = cur["notify-keyspace-events"]
+	}
+	hasE := strings.ContainsRune(flags, 'E')
+	hasX := strings.ContainsRune(flags, 'x') || strings.ContainsRune(flags, 'A')
+	if err == nil && hasE && hasX {
+		return
+	}
+	want := flags
+	if !hasE {
+		want += "E"
+	}
+	if !hasX {
+		want += "x"
+	}
+	if err == nil {
+		err = s.client.ConfigSet(ctx, "notify-keyspace-events", want).Err()
+	}
+	if err != nil {
+		s.log.Warn("redis keyspace expiry notifications are off and could not be enabled; "+
+			"sessions still expire through the deadline sweeper (up to one sweep interval late). "+
+			"To enable the fast path set notify-keyspace-events to include \"Ex\" "+
+			"(redis.conf: notify-keyspace-events Ex; or CONFIG SET notify-keyspace-events Ex; "+
+			"on managed Redis, in its parameter group)",
+			"error", err, "current", flags, "sweep_interval", s.opts.SweepInterval)
+	}
+}
+
+// run executes a script with the common ARGV (prefix, retention, log length)
+// in front of its own.
+func (s *RedisStore) run(ctx context.Context, sc *redis.Script, keys []string, args ...any) *redis.Cmd {
+	return sc.Run(ctx, s.client, keys, s.args(args)...)
+}
+
+func (s *RedisStore) args(args []any) []any {
+	all := make([]any, 0, 3+len(args))
+	all = append(all, s.opts.KeyPrefix, s.opts.LastSeenRetention.Milliseconds(), logMaxLen)
+	return append(all, args...)
+}
+
+func (s *RedisStore) loadScripts(ctx context.Context) error {
+	for _, sc := range []*redis.Script{s.scripts.heartbeat, s.scripts.endSession, s.scripts.leave,
+		s.scripts.typing, s.scripts.sweep, s.scripts.members, s.scripts.typingRead, s.scripts.barrier} {
+		if err := sc.Load(ctx, s.client).Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *RedisStore) closed() bool { return s.isClosed.Load() }
+
+// Heartbeat implements Store.
+func (s *RedisStore) Heartbeat(ctx context.Context, hb Heartbeat) error {
+	if err := validateHeartbeat(hb); err != nil {
+		return err
+	}
+	return s.heartbeat(ctx, hb, "")
+}
+
+// Join implements Store.
+func (s *RedisStore) Join(ctx context.Context, roomID string, hb Heartbeat) error {
+	if !ValidRoomID(roomID) {
+		return ErrInvalidRoomID
+	}
+	if err := validateHeartbeat(hb); err != nil {
+		return err
+	}
+	return s.heartbeat(ctx, hb, roomID)
+}
+
+func (s *RedisStore) heartbeat(ctx context.Context, hb Heartbeat, room string) error {
+	if s.closed() {
+		return ErrClosed
+	}
+	ttl := hb.TTL
+	if ttl <= 0 {
+		ttl = s.opts.TTL
+	}
+	hasMeta, meta := "0", ""
+	if hb.Metadata != nil {
+		hasMeta, meta = "1", string(hb.Metadata)
+	}
+	uid := hb.User.ID
+	keys := []string{
+		s.userKey(uid, "user"), s.userKey(uid, "sess"), s.userKey(uid, "ttl:"+hb.SessionID),
+		s.key("deadlines"), s.roomKey(room, "members"),
+	}
+	return s.run(ctx, s.scripts.heartbeat, keys,
+		uid, hb.SessionID, hb.User.Name, hb.User.Avatar, string(hb.Status), hasMeta, meta,
+		max(ttl.Milliseconds(), 1), room).Err()
+}
+
+// EndSession implements Store.
+func (s *RedisStore) EndSession(ctx context.Context, userID, sessionID string) error {
+	if !ValidUserID(userID) {
+		return ErrInvalidUserID
+	}
+	if !ValidSessionID(sessionID) {
+		return ErrInvalidSessionID
+	}
+	if s.closed() {
+		return ErrClosed
+	}
+	return s.run(ctx, s.scripts.endSession,
+		[]string{s.userKey(userID, "sess"), s.key("deadlines")}, userID, sessionID, "end").Err()
+}
+
+// Leave implements Store.
+func (s *RedisStore) Leave(ctx context.Context, roomID, userID, sessionID string) error {
+	if !ValidRoomID(roomID) {
+		return ErrInvalidRoomID
+	}
+	if !ValidUserID(userID) {
+		return ErrInvalidUserID
+	}
+	if !ValidSessionID(sessionID) {
+		return ErrInvalidSessionID
+	}
+	if s.closed() {
+		return ErrClosed
+	}
+	return s.run(ctx, s.scripts.leave,
+		[]string{s.userKey(userID, "sess"), s.roomKey(roomID, "members")}, userID, sessionID, roomID).Err()
+}
+
+// SetTyping implements Store.
+func (s *RedisStore) SetTyping(ctx context.Context, roomID string, user Profile, typing bool) error {
+	if !ValidRoomID(roomID) {
+		return ErrInvalidRoomID
+	}
+	if err := validateProfile(user); err != nil {
+		return err
+	}
+	if s.closed() {
+		return ErrClosed
+	}
+	on := "0"
+	if typing {
+		on = "1"
+	}
+	keys := []string{s.roomKey(roomID, "typing"), s.roomKey(roomID, "tnames"), s.key("typing-deadlines")}
+	return s.run(ctx, s.scripts.typing, keys,
+		roomID, user.ID, user.DisplayName(), on, max(s.opts.TypingTTL.Milliseconds(), 1)).Err()
+}
+
+// Presence implements Store.
+func (s *RedisStore) Presence(ctx context.Context, userIDs []string) (map[string]*Presence, error) {
+	if err := validateUserIDs(userIDs); err != nil {
+		return nil, err
+	}
+	if s.closed() {
+		return nil, ErrClosed
+	}
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(userIDs))
+	for i, id := range userIDs {
+		cmds[i] = pipe.HMGet(ctx, s.userKey(id, "user"), "name", "avatar", "st", "seen", "meta")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	out := make(map[string]*Presence, len(userIDs))
+	for i, id := range userIDs {
+		v := cmds[i].Val()
+		if len(v) < 5 || v[3] == nil {
+			out[id] = nil
+			continue
+		}
+		p := &Presence{
+			Profile:  Profile{ID: id, Name: str(v[0]), Avatar: str(v[1])},
+			Status:   Status(str(v[2])),
+			LastSeen: msTime(str(v[3])),
+		}
+		if p.Status == "" {
+			p.Status = StatusOffline
+		}
+		if m := str(v[4]); m != "" {
+			p.Metadata = json.RawMessage(m)
+		}
+		out[id] = p
+	}
+	return out, nil
+}
+
+// Members implements Store.
+func (s *RedisStore) Members(ctx context.Context, roomID string) ([]Member, error) {
+	if !ValidRoomID(roomID) {
+		return nil, ErrInvalidRoomID
+	}
+	if s.closed() {
+		return nil, ErrClosed
+	}
+	flat, err := s.run(ctx, s.scripts.members, []string{s.roomKey(roomID, "members")}).StringSlice()
+	if err != nil {
+		return nil, err
+	}
+	members := make([]Member, 0, len(flat)/5)
+	for i := 0; i+4 < len(flat); i += 5 {
+		members = append(members, Member{
+			Profile:  Profile{ID: flat[i], Name: flat[i+1], Avatar: flat[i+2]},
+			Status:   Status(flat[i+3]),
+			LastSeen: msTime(flat[i+4]),
+		})
+	}
+	return members, nil
+}
+
+// Typing implements Store.
+func (s *RedisStore) Typing(ctx context.Context, roomID string) ([]Typist, error) {
+	if !ValidRoomID(roomID) {
+		return nil, ErrInvalidRoomID
+	}
+	if s.closed() {
+		return nil, ErrClosed
+	}
+	flat, err := s.run(ctx, s.scripts.typingRead,
+		[]string{s.roomKey(roomID, "typing"), s.roomKey(roomID, "tnames")}, roomID).StringSlice()
+	if err != nil {
+		return nil, err
+	}
+	typists := make([]Typist, 0, len(flat)/2)
+	for i := 0; i+1 < len(flat); i += 2 {
+		typists = append(typists, Typist{ID: flat[i], Name: flat[i+1]})
+	}
+	return typists, nil
+}
+
+// Subscribe implements Store. Events reach this node through pub/sub, so at
+// the moment of the call some events from before it may still be in flight;
+// the subscription is activated by a barrier written behind them, so that a
+// feed really starts now and a snapshot read after Subscribe is never
+// followed by an older event.
+func (s *RedisStore) Subscribe(ctx context.Context) (*Subscription, error) {
+	if s.closed() {
+		return nil, ErrClosed
+	}
+	sub, err := s.feed.subscribeActive(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	token := randomToken()
+	s.pendingMu.Lock()
+	s.pending[token] = sub
+	s.pendingMu.Unlock()
+	if err := s.run(ctx, s.scripts.barrier, []string{s.key("log")}, token).Err(); err != nil {
+		s.pendingMu.Lock()
+		delete(s.pending, token)
+		s.pendingMu.Unlock()
+		sub.Close()
+		return nil, fmt.Errorf("redis subscribe barrier: %w", err)
+	}
+	return sub, nil
+}
+
+// passBarrier activates the subscription waiting for token, if it is ours.
+func (s *RedisStore) passBarrier(token string) {
+	s.pendingMu.Lock()
+	sub := s.pending[token]
+	delete(s.pending, token)
+	s.pendingMu.Unlock()
+	if sub != nil {
+		s.feed.activate(sub)
+	}
+}
+
+func randomToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Ready implements Store: Redis answers and the change feed is subscribed.
+func (s *RedisStore) Ready(ctx context.Context) error {
+	if s.closed() {
+		return ErrClosed
+	}
+	if err := s.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	if !s.subscribed.Load() {
+		return errors.New("redis: change feed not subscribed")
+	}
+	return nil
+}
+
+// Close implements Store.
+func (s *RedisStore) Close() error {
+	s.once.Do(func() {
+		s.isClosed.Store(true)
+		s.cancel()
+		s.wg.Wait()
+		s.feed.close()
+		_ = s.client.Close()
+	})
+	return nil
+}
+
+// dispatch turns pub/sub messages into feed events. It is the only goroutine
+// that touches last, the id of the newest log entry delivered.
+func (s *RedisStore) dispatch(ctx context.Context, pubsub *redis.PubSub, last string) {
+	defer s.wg.Done()
+	defer pubsub.Close()
+	ch := pubsub.ChannelWithSubscriptions(redis.WithChannelSize(10000))
+	for {
+		var msg any
+		select {
+		case <-ctx.Done():
+			return
+		case msg = <-ch:
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" && m.Channel == s.channel {
+				// A first subscription or a resubscription after a dropped
+				// connection: whatever was published in between is in the log.
+				last = s.catchUp(ctx, last)
+				s.subscribed.Store(true)
+			}
+		case *redis.Message:
+			switch m.Channel {
+			case s.channel:
+				id, payload, ok := strings.Cut(m.Payload, " ")
+				if !ok || compareStreamIDs(id, last) <= 0 {
+					continue // malformed, or already delivered by a catch-up
+				}
+				last = id
+				s.deliver(payload)
+			case s.expiredCh:
+				if uid, sid, ok := s.parseTTLKey(m.Payload); ok {
+					select {
+					case s.reaps <- [2]string{uid, sid}:
+					default: // the sweeper gets it within one interval
+					}
+				}
+			}
+		}
+	}
+}
+
+// catchUp delivers the log entries after last and returns the new last id.
+func (s *RedisStore) catchUp(ctx context.Context, last string) string {
+	oldest, err := s.client.XRangeN(ctx, s.key("log"), "-", "+", 1).Result()
+	if err != nil {
+		s.log.Error("presence: reading the event log after resubscribe failed; announcing a resync", "error", err)
+		s.feed.publish(Event{Kind: EventResync, At: time.Now()})
+		return last
+	}
+	if len(oldest) > 0 && last != "0-0" && compareStreamIDs(oldest[0].ID, last) > 0 {
+		// Entries after last may have been trimmed away: we cannot say what
+		// changed, only that something may have.
+		s.log.Warn("presence: event log trimmed past this node's position; announcing a resync", "last", last)
+		s.feed.publish(Event{Kind: EventResync, At: time.Now()})
+	}
+	for {
+		msgs, err := s.client.XRangeN(ctx, s.key("log"), "("+last, "+", 1000).Result()
+		if err != nil {
+			s.log.Error("presence: event log catch-up failed; announcing a resync", "error", err)
+			s.feed.publish(Event{Kind: EventResync, At: time.Now()})
+			return last
+		}
+		for _, m := range msgs {
+			last = m.ID
+			if p, ok := m.Values["e"].(string); ok {
+				s.deliver(p)
+			}
+		}
+		if len(msgs) < 1000 {
+			return last
+		}
+	}
+}
+
+// wireEvent is an event as the Lua scripts encode it.
+type wireEvent struct {
+	K      string          `json:"k"`
+	Room   string          `json:"room"`
+	U      string          `json:"u"`
+	N      string          `json:"n"`
+	A      string          `json:"a"`
+	From   string          `json:"from"`
+	To     string          `json:"to"`
+	Rooms  string          `json:"rooms"`
+	Typing json.RawMessage `json:"typing"`
+	B      string          `json:"b"` // barrier token
+	At     int64           `json:"at"`
+	Dl     int64           `json:"dl"`
+}
+
+func (s *RedisStore) deliver(payload string) {
+	var w wireEvent
+	if err := json.Unmarshal([]byte(payload), &w); err != nil {
+		s.log.Error("presence: undecodable event", "error", err, "payload", payload)
+		return
+	}
+	if w.K == "barrier" {
+		s.passBarrier(w.B)
+		return
+	}
+	e, err := w.event()
+	if err != nil {
+		s.log.Error("presence: undecodable event", "error", err, "payload", payload)
+		return
+	}
+	s.feed.publish(e)
+}
+
+func (w *wireEvent) event() (Event, error) {
+	e := Event{
+		Kind: EventKind(w.K),
+		Room: w.Room,
+		User: Profile{ID: w.U, Name: w.N, Avatar: w.A},
+		From: Status(w.From),
+		To:   Status(w.To),
+		At:   time.UnixMilli(w.At),
+	}
+	if w.Dl > 0 {
+		e.Deadline = time.UnixMilli(w.Dl)
+	}
+	if w.Rooms != "" {
+		e.Rooms = strings.Split(w.Rooms, " ")
+	}
+	// cjson encodes an empty list as {}: only a JSON array holds typists.
+	if len(w.Typing) > 0 && w.Typing[0] == '[' {
+		if err := json.Unmarshal(w.Typing, &e.Typing); err != nil {
+			return Event{}, err
+		}
+	}
+	return e, nil
+}
+
+// parseTTLKey extracts (user, session) from "P{u:USER}:ttl:SESSION".
+func (s *RedisStore) parseTTLKey(key string) (string, string, bool) {
+	rest, ok := strings.CutPrefix(key, s.ttlMarker)
+	if !ok {
+		return "", "", false
+	}
+	uid, sid, ok := strings.Cut(rest, "}:ttl:")
+	if !ok || !ValidUserID(uid) || !ValidSessionID(sid) {
+		return "", "", false
+	}
+	return uid, sid, true
+}
+
+// reapExpired runs the reap script for sessions whose TTL key Redis just
+// expired, pipelining whatever has queued up.
+func (s *RedisStore) reapExpired(ctx context.Context) {
+	defer s.wg.Done()
+	batch := make([][2]string, 0, 256)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-s.reaps:
+			batch = append(batch[:0], r)
+		}
+	drain:
+		for len(batch) < cap(batch) {
+			select {
+			case r := <-s.reaps:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		pipe := s.client.Pipeline()
+		for _, r := range batch {
+			s.scripts.endSession.EvalSha(ctx, pipe,
+				[]string{s.userKey(r[0], "sess"), s.key("deadlines")}, s.args([]any{r[0], r[1], "reap"})...)
+		}
+		if _, err := pipe.Exec(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, redis.Nil) {
+			// NOSCRIPT after a Redis restart flushed the script cache: load
+			// them again; the sweeper reaps this batch meanwhile.
+			_ = s.loadScripts(ctx)
+			s.log.Warn("presence: reaping expired sessions failed; the sweeper will retry", "error", err)
+		}
+	}
+}
+
+// sweep reaps due sessions and typing marks every SweepInterval. It does not
+// depend on pub/sub, so expiries keep happening while the feed reconnects.
+func (s *RedisStore) sweep(ctx context.Context) {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.SweepInterval)
+	defer t.Stop()
+	keys := []string{s.key("deadlines"), s.key("typing-deadlines")}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for range 100 { // at most 100×sweepLimit reaps per tick, then yield
+			n, err := s.run(ctx, s.scripts.sweep, keys, sweepLimit).Int64Slice()
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("presence: sweep failed", "error", err)
+				}
+				break
+			}
+			if len(n) < 2 || (n[0] < sweepLimit && n[1] < sweepLimit) {
+				break
+			}
+		}
+	}
+}
+
+// compareStreamIDs orders Redis stream ids ("ms-seq").
+func compareStreamIDs(a, b string) int {
+	am, as := splitStreamID(a)
+	bm, bs := splitStreamID(b)
+	switch {
+	case am != bm:
+		return cmpU(am, bm)
+	default:
+		return cmpU(as, bs)
+	}
+}
+
+func splitStreamID(id string) (uint64, uint64) {
+	ms, seq, _ := strings.Cut(id, "-")
+	m, _ := strconv.ParseUint(ms, 10, 64)
+	q, _ := strconv.ParseUint(seq, 10, 64)
+	return m, q
+}
+
+func cmpU(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+func msTime(s string) time.Time {
+	ms, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || ms <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
