@@ -1,0 +1,86 @@
+// Command presenced is the presence gateway. Configuration comes from flags
+// and PRESENCE_* environment variables (see internal/config and the
+// contract); an empty --redis-url runs the embedded in-process store.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/presenced/presenced/handlers"
+	"github.com/presenced/presenced/internal/config"
+	"github.com/presenced/presenced/store"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	cfg, err := config.Parse(args, os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "presenced:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	st, err := openStore(ctx, cfg, log)
+	if err != nil {
+		log.Error("cannot open the presence store", "err", err)
+		return 1
+	}
+	srv, err := handlers.New(cfg, st, log)
+	if err == nil {
+		err = srv.Start()
+	}
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		_ = st.Close()
+		return 1
+	}
+
+	code := 0
+	select {
+	case <-ctx.Done():
+		log.Info("signal received: closing streams (clients reconnect elsewhere), sessions stay")
+	case err := <-srv.Done():
+		if err != nil {
+			log.Error("server stopped", "err", err)
+			code = 1
+		}
+	}
+	stop() // a second signal kills at once
+
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown did not finish cleanly", "err", err)
+	}
+	if err := st.Close(); err != nil {
+		log.Warn("store close", "err", err)
+	}
+	log.Info("stopped")
+	return code
+}
+
+// openStore picks the backend: the embedded store for one node, Redis to
+// share presence between nodes.
+func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (store.Store, error) {
+	opts := store.Options{TTL: cfg.TTL, TypingTTL: cfg.TypingTTL}
+	if cfg.RedisURL == "" {
+		log.Info("using the embedded in-process store (one node)")
+		return store.NewMemory(opts), nil
+	}
+	return store.NewRedis(ctx, cfg.RedisURL, opts, log)
+}

@@ -1,0 +1,213 @@
+package handlers
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/a-h/templ"
+	"github.com/labstack/echo/v4"
+
+	"github.com/presenced/presenced/internal/config"
+	"github.com/presenced/presenced/store"
+	"github.com/presenced/presenced/views"
+)
+
+// html answers a rendered component. Fragments show live data: never
+// cached.
+func (s *Server) html(c echo.Context, code int, comp templ.Component) error {
+	b, err := renderHTML(c.Request().Context(), comp)
+	if err != nil {
+		s.log.Error("render failed", "path", c.Path(), "err", err)
+		return apiError(http.StatusInternalServerError, "render failed")
+	}
+	h := c.Response().Header()
+	h.Set("Cache-Control", "no-store")
+	return c.HTMLBlob(code, b)
+}
+
+// userParam reads and validates the {userId} path parameter.
+func userParam(c echo.Context) (string, error) {
+	id := pathParam(c, "userId")
+	if !store.ValidUserID(id) {
+		return "", apiError(http.StatusBadRequest, store.ErrInvalidUserID.Error())
+	}
+	return id, nil
+}
+
+// pathParam returns a path parameter, unescaped (Echo hands over the raw
+// segment when the path was sent percent-encoded).
+func pathParam(c echo.Context, name string) string {
+	v := c.Param(name)
+	if strings.Contains(v, "%") {
+		if u, err := url.PathUnescape(v); err == nil {
+			return u
+		}
+	}
+	return v
+}
+
+// userState reads one user's profile and status (offline, profile = id,
+// for a user never seen).
+func (s *Server) userState(c echo.Context, id string) (store.Profile, store.Status, error) {
+	ctx, cancel := storeCtx(c)
+	defer cancel()
+	ps, err := s.store.Presence(ctx, []string{id})
+	if err != nil {
+		return store.Profile{}, "", s.storeError(err)
+	}
+	p := store.Profile{ID: id}
+	st := store.StatusOffline
+	if pr := ps[id]; pr != nil {
+		p = pr.Profile
+		p.ID = id
+		if pr.Status != "" {
+			st = pr.Status
+		}
+	}
+	return p, st, nil
+}
+
+// dotFragment serves GET /fragments/user/{userId}/dot?size=&label=1.
+func (s *Server) dotFragment(c echo.Context) error {
+	id, err := userParam(c)
+	if err != nil {
+		return err
+	}
+	size, err := parseSize(c.QueryParam("size"))
+	if err != nil {
+		return err
+	}
+	label, err := parseBoolParam(c.QueryParam("label"))
+	if err != nil {
+		return err
+	}
+	p, st, err := s.userState(c, id)
+	if err != nil {
+		return err
+	}
+	return s.html(c, http.StatusOK, views.Dot(views.DotProps{UserID: id, Name: p.DisplayName(), Status: st, Size: size, Label: label}))
+}
+
+// avatarFragment serves GET /fragments/user/{userId}/avatar?size=.
+func (s *Server) avatarFragment(c echo.Context) error {
+	id, err := userParam(c)
+	if err != nil {
+		return err
+	}
+	size, err := parseSize(c.QueryParam("size"))
+	if err != nil {
+		return err
+	}
+	p, st, err := s.userState(c, id)
+	if err != nil {
+		return err
+	}
+	return s.html(c, http.StatusOK, views.Avatar(views.AvatarProps{User: p, Status: st, Size: size}))
+}
+
+// membersFragment serves GET /fragments/room/{roomId}/members?max=.
+func (s *Server) membersFragment(c echo.Context) error {
+	room, err := roomParam(c)
+	if err != nil {
+		return err
+	}
+	maxN, err := parseMax(c.QueryParam("max"))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := storeCtx(c)
+	defer cancel()
+	ms, err := s.store.Members(ctx, room)
+	if err != nil {
+		return s.storeError(err)
+	}
+	return s.html(c, http.StatusOK, views.Members(views.MembersProps{RoomID: room, Members: ms, Max: maxN}))
+}
+
+// typingFragment serves GET /fragments/room/{roomId}/typing.
+func (s *Server) typingFragment(c echo.Context) error {
+	room, err := roomParam(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := storeCtx(c)
+	defer cancel()
+	ts, err := s.store.Typing(ctx, room)
+	if err != nil {
+		return s.storeError(err)
+	}
+	return s.html(c, http.StatusOK, views.TypingLine(views.TypingProps{RoomID: room, Typists: ts}))
+}
+
+// liveFragment serves GET /fragments/room/{roomId}/live?max=: the stack and
+// typing line wired to the room's stream. It works embedded in a page of
+// another origin: the stream and asset URLs are then absolute, and the
+// stream URL carries the token the widget was fetched with (EventSource
+// cannot send headers, and a cross-origin stream gets no cookie). A cookie
+// token is never copied into the page.
+func (s *Server) liveFragment(c echo.Context) error {
+	room, err := roomParam(c)
+	if err != nil {
+		return err
+	}
+	q := c.QueryParams()
+	maxN, err := parseMax(q.Get("max"))
+	if err != nil {
+		return err
+	}
+	sid := q.Get("sid")
+	if sid == "" {
+		// Chosen here, so that the widget's reconnects keep one session.
+		sid = newSessionID()
+	} else if !store.ValidSessionID(sid) {
+		return apiError(http.StatusBadRequest, store.ErrInvalidSessionID.Error())
+	}
+	scripts := true
+	if v := q.Get("scripts"); v != "" {
+		if scripts, err = parseBoolParam(v); err != nil {
+			return err
+		}
+	}
+	id := identity(c)
+	r := c.Request()
+	base := ""
+	if !s.sameOriginPage(r) {
+		base = selfOrigin(r)
+	}
+	sq := url.Values{"sid": {sid}}
+	if id.Source != FromCookie {
+		sq.Set("token", id.Token)
+	}
+	if maxN != views.DefaultMax {
+		sq.Set("max", itoa(maxN))
+	}
+	streamURL := base + "/sse/room/" + url.PathEscape(room) + "?" + sq.Encode()
+
+	ctx, cancel := storeCtx(c)
+	defer cancel()
+	ms, err := s.store.Members(ctx, room)
+	if err != nil {
+		return s.storeError(err)
+	}
+	ts, err := s.store.Typing(ctx, room)
+	if err != nil {
+		return s.storeError(err)
+	}
+	return s.html(c, http.StatusOK, views.Live(views.LiveProps{
+		RoomID: room, Max: maxN, StreamURL: streamURL, Members: ms, Typists: ts,
+		AssetBase: base, OmitScripts: !scripts,
+	}))
+}
+
+// sameOriginPage reports whether a fragment was fetched by a page of this
+// gateway's own origin, so that relative URLs in it resolve here. Anything
+// else (another origin's page, a server fetching the fragment to inline it)
+// gets absolute URLs.
+func (s *Server) sameOriginPage(r *http.Request) bool {
+	if o := r.Header.Get("Origin"); o != "" {
+		n, err := config.NormalizeOrigin(o)
+		return err == nil && n == selfOrigin(r)
+	}
+	return r.Header.Get("Sec-Fetch-Site") == "same-origin"
+}

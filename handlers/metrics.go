@@ -1,0 +1,102 @@
+package handlers
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the gateway's Prometheus metrics, on a registry of its own so
+// that two servers in one process (tests) never collide and nothing a
+// library registers globally leaks into /metrics.
+type metrics struct {
+	reg *prometheus.Registry
+
+	openStreams     *prometheus.GaugeVec
+	heartbeats      *prometheus.CounterVec
+	published       *prometheus.CounterVec
+	delivered       *prometheus.CounterVec
+	dropped         *prometheus.CounterVec
+	feedEvents      *prometheus.CounterVec
+	resyncs         prometheus.Counter
+	fanout          *prometheus.HistogramVec
+	offlineLateness prometheus.Histogram
+
+	// deliveredBy caches the delivered counter of each known event name:
+	// it is bumped once per connection per event, the hottest path there is.
+	deliveredBy map[string]prometheus.Counter
+}
+
+// streamEvents are the event names the streams send (presence-{userId}
+// counted as "presence").
+var streamEvents = []string{"members", "member-list", "typing", "presence", "sync", "join", "leave", "status"}
+
+// deliveredInc counts one event queued to one connection.
+func (m *metrics) deliveredInc(event string) {
+	if c, ok := m.deliveredBy[event]; ok {
+		c.Inc()
+		return
+	}
+	m.delivered.WithLabelValues(event).Inc()
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		openStreams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "presenced_sse_open_streams",
+			Help: "SSE streams currently open, by kind (room, users).",
+		}, []string{"kind"}),
+		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "presenced_heartbeats_total",
+			Help: "Session refreshes: api = POST /api/presence, stream = an open room stream keeping its session alive.",
+		}, []string{"source"}),
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "presenced_events_published_total",
+			Help: "SSE events rendered by the hub (once per change, before fan-out), by event.",
+		}, []string{"event"}),
+		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "presenced_events_delivered_total",
+			Help: "SSE events queued to a connection, by event.",
+		}, []string{"event"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "presenced_streams_dropped_total",
+			Help: "SSE streams closed by the server, by reason (slow: its queue was full; stalled: a write missed its deadline; shutdown).",
+		}, []string{"reason"}),
+		feedEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "presenced_feed_events_total",
+			Help: "Events read from the store's change feed, by kind.",
+		}, []string{"kind"}),
+		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presenced_feed_resyncs_total",
+			Help: "Times every open stream was re-sent its state (feed resync, slow or lost feed subscription).",
+		}),
+		fanout: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "presenced_fanout_duration_seconds",
+			Help:    "Time to render one change and queue it to every interested connection, by scope (room, user).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}, []string{"scope"}),
+		offlineLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "presenced_offline_lateness_seconds",
+			Help:    "For offline transitions caused by expiry: when this node got the event minus when the session was due to expire.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+	}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.openStreams, m.heartbeats, m.published, m.delivered, m.dropped,
+		m.feedEvents, m.resyncs, m.fanout, m.offlineLateness,
+	)
+	m.deliveredBy = make(map[string]prometheus.Counter, len(streamEvents))
+	for _, e := range streamEvents {
+		m.deliveredBy[e] = m.delivered.WithLabelValues(e)
+	}
+	// Make the series exist from the start, so dashboards see zeros.
+	for _, k := range []string{"room", "users"} {
+		m.openStreams.WithLabelValues(k)
+	}
+	for _, s := range []string{"api", "stream"} {
+		m.heartbeats.WithLabelValues(s)
+	}
+	return m
+}

@@ -1,0 +1,150 @@
+package handlers
+
+import (
+	"bytes"
+	"context"
+	"strconv"
+
+	"github.com/a-h/templ"
+
+	"github.com/presenced/presenced/store"
+	"github.com/presenced/presenced/views"
+)
+
+// renderHTML renders a component into bytes the caller owns. The buffer is
+// not templ's pooled one, and the bytes are cloned regardless, so that a
+// payload handed to an asynchronous publish can never be overwritten by a
+// later render (pitfalls.md: 198 of 200 payloads corrupted that way).
+func renderHTML(ctx context.Context, c templ.Component) ([]byte, error) {
+	var b bytes.Buffer
+	if err := c.Render(ctx, &b); err != nil {
+		return nil, err
+	}
+	return bytes.Clone(b.Bytes()), nil
+}
+
+// roomRender renders one state of a room lazily, once per variant, however
+// many connections share the variant: the stack once per distinct ?max=, the
+// member list and the typing line once.
+type roomRender struct {
+	ctx     context.Context
+	room    string
+	members []store.Member
+	typists []store.Typist
+	seq     uint64
+
+	haveMembers, haveTyping bool
+
+	stacks map[int][]byte
+	list   []byte
+	typing []byte
+	pub    func(event string)
+}
+
+func (r *roomRender) stack(max int) []byte {
+	if b, ok := r.stacks[max]; ok {
+		return b
+	}
+	b, err := renderHTML(r.ctx, views.Members(views.MembersProps{RoomID: r.room, Members: r.members, Max: max}))
+	if err != nil {
+		return nil
+	}
+	if r.stacks == nil {
+		r.stacks = map[int][]byte{}
+	}
+	r.stacks[max] = b
+	r.pub("members")
+	return b
+}
+
+func (r *roomRender) memberList() []byte {
+	if r.list == nil {
+		b, err := renderHTML(r.ctx, views.MemberList(views.MemberListProps{RoomID: r.room, Members: r.members}))
+		if err != nil {
+			return nil
+		}
+		r.list = b
+		r.pub("member-list")
+	}
+	return r.list
+}
+
+func (r *roomRender) typingLine() []byte {
+	if r.typing == nil {
+		b, err := renderHTML(r.ctx, views.TypingLine(views.TypingProps{RoomID: r.room, Typists: r.typists}))
+		if err != nil {
+			return nil
+		}
+		r.typing = b
+		r.pub("typing")
+	}
+	return r.typing
+}
+
+// htmlFor lists the events an HTML room connection gets for this state.
+func (r *roomRender) htmlFor(c *conn) []outMsg {
+	var out []outMsg
+	if r.haveMembers {
+		if b := r.stack(c.max); b != nil {
+			out = append(out, outMsg{event: "members", data: b, seq: r.seq})
+		}
+		if c.list {
+			if b := r.memberList(); b != nil {
+				out = append(out, outMsg{event: "member-list", data: b, seq: r.seq})
+			}
+		}
+	}
+	if r.haveTyping {
+		if b := r.typingLine(); b != nil {
+			out = append(out, outMsg{event: "typing", data: b, seq: r.seq})
+		}
+	}
+	return out
+}
+
+// jsonSyncFor is a JSON room connection's `sync` event (it names the
+// connection's session, so it is marshalled per connection).
+func (r *roomRender) jsonSyncFor(c *conn) outMsg {
+	ms := toMembers(r.members)
+	return outMsg{event: "sync", seq: r.seq, data: mustJSON(roomSyncJSON{
+		Room: r.room, SessionID: c.sid, Members: ms, Count: len(ms), TypingUsers: toTypists(r.typists),
+	})}
+}
+
+// dotKey is one variant of a status dot.
+type dotKey struct {
+	size  string
+	label bool
+}
+
+// dotRender renders a user's dot once per variant.
+type dotRender struct {
+	ctx    context.Context
+	user   store.Profile
+	status store.Status
+	dots   map[dotKey][]byte
+	pub    func(event string)
+}
+
+func (d *dotRender) dot(size string, label bool) []byte {
+	k := dotKey{size, label}
+	if b, ok := d.dots[k]; ok {
+		return b
+	}
+	b, err := renderHTML(d.ctx, views.Dot(views.DotProps{
+		UserID: d.user.ID, Name: d.user.DisplayName(), Status: d.status, Size: size, Label: label,
+	}))
+	if err != nil {
+		return nil
+	}
+	if d.dots == nil {
+		d.dots = map[dotKey][]byte{}
+	}
+	d.dots[k] = b
+	d.pub("presence")
+	return b
+}
+
+func dotEvent(userID string) string { return "presence-" + userID }
+
+func itoa(n int) string { return strconv.Itoa(n) }

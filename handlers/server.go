@@ -1,0 +1,361 @@
+// Package handlers is the gateway's HTTP side: the JSON API, the SSE streams
+// (r3labs/sse, one stream per connection, fed by a hub that renders every
+// change once), the embeddable HTML fragments, the dev demo and the
+// operations endpoints, on one Echo app.
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/r3labs/sse/v2"
+
+	presenced "github.com/presenced/presenced"
+	"github.com/presenced/presenced/internal/config"
+	"github.com/presenced/presenced/store"
+)
+
+// Server is one gateway node: an Echo app on its own http.Server, usable
+// from main and from tests (Start on a free port, Shutdown).
+type Server struct {
+	cfg    config.Config
+	store  store.Store
+	log    *slog.Logger
+	auth   *Auth
+	m      *metrics
+	sse    *sse.Server
+	hub    *hub
+	static staticFiles
+	echo   *echo.Echo
+	http   *http.Server
+
+	closing  atomic.Bool
+	ln       net.Listener
+	serveErr chan error
+	stopOnce sync.Once
+}
+
+// New builds the gateway on st. It does not start anything; the caller
+// owns st and closes it after Shutdown.
+func New(cfg config.Config, st store.Store, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.Coalesce <= 0 {
+		cfg.Coalesce = config.Default().Coalesce
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = config.Default().ShutdownTimeout
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = config.Default().ReadTimeout
+	}
+	sub, err := fs.Sub(presenced.Static, "static")
+	if err != nil {
+		return nil, err
+	}
+	files, err := loadStatic(sub)
+	if err != nil {
+		return nil, fmt.Errorf("load static files: %w", err)
+	}
+	s := &Server{
+		cfg: cfg, store: st, log: log,
+		auth:   NewAuth(cfg.Secret),
+		m:      newMetrics(),
+		sse:    newSSEServer(),
+		static: files,
+	}
+	s.hub = newHub(st, s.sse, s.m, log, cfg.Coalesce)
+	s.echo = s.routes()
+	s.http = &http.Server{
+		Handler: s.echo,
+		// No WriteTimeout: it would cut every SSE stream after that long.
+		// Streams get a deadline per write instead; other routes get one
+		// per request (writeDeadline middleware).
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       cfg.ReadTimeout,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// Handler is the gateway's http.Handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Auth is the token verifier and minter (tests and tools mint with it).
+func (s *Server) Auth() *Auth { return s.auth }
+
+func (s *Server) routes() *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.Logger.SetOutput(slog.NewLogLogger(s.log.Handler(), slog.LevelWarn).Writer())
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(s.recoverer, s.logRequests, s.securityHeaders, s.writeDeadline, s.cors)
+
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{Registry: s.m.reg})))
+	e.GET("/favicon.ico", s.favicon)
+	e.GET("/static/*", s.static.serve)
+	e.HEAD("/static/*", s.static.serve)
+
+	// Middleware is attached per route, not per group: an Echo group with
+	// middleware answers 404 instead of 405 for a wrong method.
+	auth := s.requireAuth(false)
+	e.POST("/api/presence", s.postPresence, auth)
+	e.GET("/api/presence", s.getPresence, auth)
+	e.POST("/api/presence/room/:roomId", s.postRoom, auth)
+	e.GET("/api/presence/room/:roomId", s.getRoom, auth)
+	e.POST("/api/presence/room/:roomId/typing", s.postTyping, auth)
+	e.GET("/api/presence/room/:roomId/typing", s.getTyping, auth)
+
+	// The room stream changes state (it joins the room): cookie-authenticated
+	// ones get the cross-site check too.
+	e.GET("/sse/room/:roomId", s.roomStream, s.requireAuth(true))
+	e.GET("/sse/users", s.usersStream, auth)
+
+	e.GET("/fragments/user/:userId/dot", s.dotFragment, auth)
+	e.GET("/fragments/user/:userId/avatar", s.avatarFragment, auth)
+	e.GET("/fragments/room/:roomId/members", s.membersFragment, auth)
+	e.GET("/fragments/room/:roomId/typing", s.typingFragment, auth)
+	e.GET("/fragments/room/:roomId/live", s.liveFragment, auth)
+
+	if s.cfg.Dev {
+		e.GET("/", s.demo)
+		e.GET("/login", s.loginPage)
+		e.POST("/login", s.login)
+		e.POST("/logout", s.logout)
+	}
+	return e
+}
+
+// Start subscribes to the store's feed and starts serving on cfg.Addr
+// (":0" picks a free port; see Addr). It returns once the server accepts
+// connections.
+func (s *Server) Start() error {
+	if err := s.hub.start(); err != nil {
+		return fmt.Errorf("subscribe to the store feed: %w", err)
+	}
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		s.hub.close()
+		return err
+	}
+	s.ln = ln
+	s.serveErr = make(chan error, 1)
+	go func() {
+		err := s.http.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		s.serveErr <- err
+	}()
+	switch {
+	case s.cfg.Dev && s.cfg.GeneratedSecret:
+		s.log.Warn("DEV MODE: /login signs anyone in, and tokens are signed with a throwaway random secret that dies with this process. Never run this in production: drop --dev and pass --secret.")
+	case s.cfg.Dev:
+		s.log.Warn("DEV MODE: /login signs anyone in with a token of your --secret. Never run this in production: drop --dev.")
+	}
+	s.log.Info("presenced listening", "addr", ln.Addr().String(), "dev", s.cfg.Dev)
+	return nil
+}
+
+// Addr is the address the server listens on (after Start).
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Done delivers the serve loop's error (nil after Shutdown).
+func (s *Server) Done() <-chan error { return s.serveErr }
+
+// Shutdown stops the node: no new connections, every open stream closed
+// (browsers reconnect, to another node), sessions left alone (they live on
+// in a shared store, or expire by their TTL), then the feed. It does not
+// close the store: its owner does, after this.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	s.stopOnce.Do(func() {
+		s.closing.Store(true)
+		s.hub.closeConns(errShutdown)
+		err = s.http.Shutdown(ctx)
+		if err != nil {
+			// Streams that did not end in time: cut them.
+			_ = s.http.Close()
+		}
+		s.hub.close()
+		// No sse.Server.Close: every stream is removed by its own handler
+		// once r3labs has unsubscribed it; closing streams with clients
+		// still attached would strand r3labs' per-client goroutines.
+	})
+	return err
+}
+
+// healthz: the process is alive.
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz: the store is reachable and this node is subscribed to its feed.
+// A node that is not ready would show stale presence.
+func (s *Server) readyz(c echo.Context) error {
+	if s.closing.Load() {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "shutting down"})
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ready(ctx); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "store: " + err.Error()})
+	}
+	if !s.hub.subscribed.Load() {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "change feed not subscribed"})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// errorHandler answers every error as {"error": "…"}; 5xx are logged.
+func (s *Server) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, msg := http.StatusInternalServerError, "internal error"
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code = he.Code
+		if m, ok := he.Message.(string); ok {
+			msg = m
+		} else {
+			msg = http.StatusText(code)
+		}
+	} else if errors.Is(err, store.ErrInvalid) {
+		code, msg = http.StatusBadRequest, err.Error()
+	}
+	if code >= 500 && code != http.StatusServiceUnavailable {
+		s.log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+	}
+	if code == 499 {
+		return // the client is gone; nobody to answer
+	}
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(code)
+		return
+	}
+	_ = c.JSON(code, map[string]string{"error": msg})
+}
+
+// recoverer turns a panic into a logged 500 instead of a dead connection.
+func (s *Server) recoverer(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				s.log.Error("panic in handler", "path", c.Request().URL.Path, "panic", r)
+				err = apiError(http.StatusInternalServerError, "internal error")
+			}
+		}()
+		return next(c)
+	}
+}
+
+// logRequests logs each request at debug level, without the query string
+// (it may hold a token).
+func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if s.log.Enabled(c.Request().Context(), slog.LevelDebug) {
+			status := c.Response().Status
+			var he *echo.HTTPError
+			if errors.As(err, &he) {
+				status = he.Code
+			}
+			s.log.Debug("request", "method", c.Request().Method, "path", c.Request().URL.Path,
+				"status", status, "duration", time.Since(start))
+		}
+		return err
+	}
+}
+
+func (s *Server) securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		// Not no-referrer: under it browsers send "Origin: null" on form
+		// POSTs, which the cross-site check must refuse.
+		h.Set("Referrer-Policy", "strict-origin-when-cross-origin")
+		return next(c)
+	}
+}
+
+// writeDeadline gives every non-stream response 30 s to be written (the
+// server has no global WriteTimeout because of the streams).
+func (s *Server) writeDeadline(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if !strings.HasPrefix(c.Request().URL.Path, "/sse/") {
+			_ = http.NewResponseController(c.Response()).SetWriteDeadline(time.Now().Add(30 * time.Second))
+		}
+		return next(c)
+	}
+}
+
+// cors lets allow-listed origins call the API, open streams and fetch
+// fragments (the live widget embedded on their pages). An origin listed by
+// name also gets Access-Control-Allow-Credentials: htmx-ext-sse opens every
+// EventSource withCredentials, and a browser refuses such a stream without
+// it. The "*" entry grants reads without credentials only (tokens travel as
+// ?token= or Authorization then).
+func (s *Server) cors(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		p := r.URL.Path
+		if !strings.HasPrefix(p, "/api/") && !strings.HasPrefix(p, "/sse/") && !strings.HasPrefix(p, "/fragments/") {
+			return next(c)
+		}
+		h := c.Response().Header()
+		h.Add("Vary", "Origin")
+		origin := r.Header.Get("Origin")
+		allowed := false
+		if origin != "" {
+			if n, err := config.NormalizeOrigin(origin); err == nil && n != selfOrigin(r) && s.originAllowed(n, false) {
+				allowed = true
+				h.Set("Access-Control-Allow-Origin", origin)
+				if s.originAllowed(n, true) {
+					h.Set("Access-Control-Allow-Credentials", "true")
+				}
+			}
+		}
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			if allowed {
+				h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+				if rh := r.Header.Get("Access-Control-Request-Headers"); rh != "" {
+					h.Set("Access-Control-Allow-Headers", rh)
+				}
+				h.Set("Access-Control-Max-Age", "600")
+				h.Add("Vary", "Access-Control-Request-Method")
+				h.Add("Vary", "Access-Control-Request-Headers")
+			}
+			return c.NoContent(http.StatusNoContent)
+		}
+		return next(c)
+	}
+}

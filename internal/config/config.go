@@ -1,0 +1,229 @@
+// Package config is the gateway's configuration: one struct, its defaults in
+// one place (Default), and the parsing of flags and environment variables
+// exactly as the public contract's table names them. A flag wins over its
+// environment variable, which wins over the default.
+package config
+
+import (
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is everything the gateway needs to run.
+type Config struct {
+	// Addr is the listen address.
+	Addr string
+	// RedisURL selects the Redis backend; empty means the in-process store.
+	RedisURL string
+	// Secret is the HS256 key tokens are signed with.
+	Secret []byte
+	// Dev enables /login, the demo page and a throwaway secret.
+	Dev bool
+	// GeneratedSecret is true when Secret was made up because --dev ran
+	// without --secret: every token dies with the process.
+	GeneratedSecret bool
+
+	// TTL is how long a session lives after its last sign of life.
+	TTL time.Duration
+	// Heartbeat is the interval clients are told to heartbeat at (< TTL).
+	Heartbeat time.Duration
+	// TypingTTL is how long a typing mark lives without a refresh.
+	TypingTTL time.Duration
+	// Keepalive is the longest an SSE stream stays silent (≤ 30 s, well under
+	// the 60 s idle cut of common proxies).
+	Keepalive time.Duration
+	// LeaveGrace is the TTL a session gets when its stream closes without an
+	// explicit offline, so that a reload that comes straight back (same
+	// session id) does not flap leave/join.
+	LeaveGrace time.Duration
+	// AllowOrigins are the other origins (scheme://host[:port]) that may embed
+	// the widget, call the API cross-origin and send cookie-authenticated
+	// state changes. "*" allows any origin for CORS reads (never for cookie
+	// state changes).
+	AllowOrigins []string
+
+	// WriteDeadline bounds each write to an SSE stream: a reader that does
+	// not take a write within it is dropped (it reconnects and gets the
+	// state first). There is deliberately no server-wide WriteTimeout: it
+	// would cut every stream after that time.
+	WriteDeadline time.Duration
+	// Coalesce is the shortest interval between two renders of one room: a
+	// burst of changes (a reconnect storm) is rendered once per window.
+	Coalesce time.Duration
+	// ReadTimeout bounds reading a request (headers and body), against slow
+	// clients holding connections. It does not limit a stream: net/http
+	// lifts the read deadline once a body-less request has been read
+	// (TestStreamOutlivesReadTimeout guards that).
+	ReadTimeout time.Duration
+	// ShutdownTimeout bounds the graceful shutdown.
+	ShutdownTimeout time.Duration
+}
+
+// Default returns the contract's defaults. Secret is empty: it must be given
+// (or Dev set).
+func Default() Config {
+	return Config{
+		Addr:            ":8080",
+		TTL:             60 * time.Second,
+		Heartbeat:       30 * time.Second,
+		TypingTTL:       5 * time.Second,
+		Keepalive:       15 * time.Second,
+		LeaveGrace:      5 * time.Second,
+		WriteDeadline:   10 * time.Second,
+		Coalesce:        50 * time.Millisecond,
+		ReadTimeout:     30 * time.Second,
+		ShutdownTimeout: 10 * time.Second,
+	}
+}
+
+// Sentinel errors of Validate.
+var (
+	ErrNoSecret     = errors.New("refusing to start: no --secret (PRESENCE_SECRET) given; tokens must be signed with a secret you keep. For a local demo run with --dev (a throwaway secret)")
+	ErrHeartbeatTTL = errors.New("--heartbeat must be shorter than --ttl (a session would expire between two heartbeats)")
+	ErrKeepalive    = errors.New("--keepalive must be between 1s and 30s (proxies cut streams idle for 30-60 s)")
+	ErrDuration     = errors.New("durations must be positive")
+	ErrOrigin       = errors.New("--allow-origin entries must be scheme://host[:port] origins or *")
+)
+
+// Validate checks the invariants the gateway relies on.
+func (c Config) Validate() error {
+	if len(c.Secret) == 0 && !c.Dev {
+		return ErrNoSecret
+	}
+	for _, d := range []time.Duration{c.TTL, c.Heartbeat, c.TypingTTL, c.Keepalive, c.LeaveGrace, c.WriteDeadline} {
+		if d <= 0 {
+			return ErrDuration
+		}
+	}
+	if c.Heartbeat >= c.TTL {
+		return fmt.Errorf("%w: heartbeat %s, ttl %s", ErrHeartbeatTTL, c.Heartbeat, c.TTL)
+	}
+	if c.Keepalive > 30*time.Second {
+		return fmt.Errorf("%w: got %s", ErrKeepalive, c.Keepalive)
+	}
+	for _, o := range c.AllowOrigins {
+		if o == "*" {
+			continue
+		}
+		if _, err := NormalizeOrigin(o); err != nil {
+			return fmt.Errorf("%w: %q", ErrOrigin, o)
+		}
+	}
+	return nil
+}
+
+// RefreshInterval is how often an open stream refreshes its session:
+// min(heartbeat, ttl/3), so that two refreshes can be missed before the
+// session expires.
+func (c Config) RefreshInterval() time.Duration {
+	r := c.TTL / 3
+	if c.Heartbeat < r {
+		r = c.Heartbeat
+	}
+	return r
+}
+
+// Parse reads flags (args, without the program name) and environment
+// variables (getenv, normally os.Getenv), then validates. With --dev and no
+// secret it generates a random one and sets GeneratedSecret.
+func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	c := Default()
+	fs := flag.NewFlagSet("presenced", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	var errs []error
+	envDur := func(name string, def time.Duration) time.Duration {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			return def
+		}
+		return d
+	}
+	envBool := func(name string, def bool) bool {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			return def
+		}
+		return b
+	}
+
+	var secret, origins string
+	fs.StringVar(&c.Addr, "addr", env("PRESENCE_ADDR", c.Addr), "listen address (PRESENCE_ADDR)")
+	fs.StringVar(&c.RedisURL, "redis-url", env("PRESENCE_REDIS_URL", ""), "redis://… URL; empty = the embedded in-process store (PRESENCE_REDIS_URL)")
+	fs.StringVar(&secret, "secret", env("PRESENCE_SECRET", ""), "HMAC key for HS256 tokens; required unless --dev (PRESENCE_SECRET)")
+	fs.BoolVar(&c.Dev, "dev", envBool("PRESENCE_DEV", false), "demo sign-in at /login, a throwaway secret (PRESENCE_DEV)")
+	fs.DurationVar(&c.TTL, "ttl", envDur("PRESENCE_TTL", c.TTL), "session lifetime after its last sign of life (PRESENCE_TTL)")
+	fs.DurationVar(&c.Heartbeat, "heartbeat", envDur("PRESENCE_HEARTBEAT", c.Heartbeat), "heartbeat interval clients are told to use; < ttl (PRESENCE_HEARTBEAT)")
+	fs.DurationVar(&c.TypingTTL, "typing-ttl", envDur("PRESENCE_TYPING_TTL", c.TypingTTL), "typing mark lifetime without refresh (PRESENCE_TYPING_TTL)")
+	fs.DurationVar(&c.Keepalive, "keepalive", envDur("PRESENCE_KEEPALIVE", c.Keepalive), "SSE comment interval on idle streams, ≤ 30s (PRESENCE_KEEPALIVE)")
+	fs.DurationVar(&c.LeaveGrace, "leave-grace", envDur("PRESENCE_LEAVE_GRACE", c.LeaveGrace), "session TTL after a stream closes without an explicit offline (PRESENCE_LEAVE_GRACE)")
+	fs.StringVar(&origins, "allow-origin", env("PRESENCE_ALLOW_ORIGIN", ""), "comma-separated origins allowed to embed and call cross-origin (PRESENCE_ALLOW_ORIGIN)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if len(errs) > 0 {
+		return c, errors.Join(errs...)
+	}
+	c.Secret = []byte(secret)
+	for _, o := range strings.Split(origins, ",") {
+		if o = strings.TrimSpace(o); o == "" {
+			continue
+		}
+		if o != "*" {
+			n, err := NormalizeOrigin(o)
+			if err != nil {
+				return c, fmt.Errorf("%w: %q", ErrOrigin, o)
+			}
+			o = n
+		}
+		c.AllowOrigins = append(c.AllowOrigins, o)
+	}
+	if len(c.Secret) == 0 && c.Dev {
+		c.Secret = make([]byte, 32)
+		_, _ = rand.Read(c.Secret)
+		c.GeneratedSecret = true
+	}
+	return c, c.Validate()
+}
+
+// NormalizeOrigin turns "HTTPS://Example.com:443/" into "https://example.com"
+// so that origins compare as strings.
+func NormalizeOrigin(o string) (string, error) {
+	u, err := url.Parse(strings.TrimSpace(o))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
+		return "", ErrOrigin
+	}
+	scheme := strings.ToLower(u.Scheme)
+	host := strings.ToLower(u.Host)
+	if (scheme == "http" && strings.HasSuffix(host, ":80")) || (scheme == "https" && strings.HasSuffix(host, ":443")) {
+		host = host[:strings.LastIndexByte(host, ':')]
+	}
+	return scheme + "://" + host, nil
+}

@@ -1,0 +1,87 @@
+package config
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestDefaultsAndSecretRequired(t *testing.T) {
+	_, err := Parse(nil, env(nil), io.Discard)
+	if !errors.Is(err, ErrNoSecret) {
+		t.Fatalf("no secret, no dev: %v", err)
+	}
+	if !strings.Contains(err.Error(), "--secret") || !strings.Contains(err.Error(), "--dev") {
+		t.Fatalf("message is not clear: %v", err)
+	}
+	c, err := Parse([]string{"--secret", "s3cret"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Default()
+	if c.Addr != ":8080" || c.TTL != d.TTL || c.Heartbeat != 30*time.Second || c.TypingTTL != 5*time.Second ||
+		c.Keepalive != 15*time.Second || c.LeaveGrace != 5*time.Second || c.RedisURL != "" || c.Dev {
+		t.Fatalf("defaults: %+v", c)
+	}
+	if c.RefreshInterval() != 20*time.Second {
+		t.Fatalf("refresh interval %s, want min(30s, 60s/3)", c.RefreshInterval())
+	}
+}
+
+func TestDevGeneratesSecret(t *testing.T) {
+	c, err := Parse([]string{"--dev"}, env(nil), io.Discard)
+	if err != nil || len(c.Secret) < 32 || !c.GeneratedSecret {
+		t.Fatalf("dev: %+v %v", c, err)
+	}
+	c2, _ := Parse([]string{"--dev"}, env(nil), io.Discard)
+	if string(c.Secret) == string(c2.Secret) {
+		t.Fatal("the throwaway secret is not random")
+	}
+}
+
+func TestEnvAndFlagPrecedence(t *testing.T) {
+	e := env(map[string]string{
+		"PRESENCE_ADDR": ":9000", "PRESENCE_SECRET": "from-env", "PRESENCE_TTL": "90s", "PRESENCE_HEARTBEAT": "20s",
+		"PRESENCE_TYPING_TTL": "4s", "PRESENCE_KEEPALIVE": "10s", "PRESENCE_DEV": "true", "PRESENCE_REDIS_URL": "redis://r:6379/0",
+		"PRESENCE_ALLOW_ORIGIN": "https://A.example:443, http://b.example:8080", "PRESENCE_LEAVE_GRACE": "3s",
+	})
+	c, err := Parse([]string{"--addr", ":9100", "--ttl", "120s"}, e, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != ":9100" || c.TTL != 120*time.Second || c.Heartbeat != 20*time.Second || string(c.Secret) != "from-env" ||
+		c.TypingTTL != 4*time.Second || c.Keepalive != 10*time.Second || !c.Dev || c.RedisURL != "redis://r:6379/0" ||
+		c.LeaveGrace != 3*time.Second || c.GeneratedSecret {
+		t.Fatalf("parsed %+v", c)
+	}
+	if len(c.AllowOrigins) != 2 || c.AllowOrigins[0] != "https://a.example" || c.AllowOrigins[1] != "http://b.example:8080" {
+		t.Fatalf("origins %q", c.AllowOrigins)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want error
+	}{
+		{[]string{"--secret", "s", "--heartbeat", "60s", "--ttl", "60s"}, ErrHeartbeatTTL},
+		{[]string{"--secret", "s", "--keepalive", "31s"}, ErrKeepalive},
+		{[]string{"--secret", "s", "--ttl", "0s"}, ErrDuration},
+		{[]string{"--secret", "s", "--allow-origin", "not a url"}, ErrOrigin},
+		{[]string{"--secret", "s", "--allow-origin", "https://a.example/path"}, ErrOrigin},
+	} {
+		if _, err := Parse(tc.args, env(nil), io.Discard); !errors.Is(err, tc.want) {
+			t.Errorf("%v: %v, want %v", tc.args, err, tc.want)
+		}
+	}
+	if _, err := Parse(nil, env(map[string]string{"PRESENCE_SECRET": "s", "PRESENCE_TTL": "soon"}), io.Discard); err == nil {
+		t.Error("a bad duration in the environment was accepted")
+	}
+	if _, err := Parse([]string{"--secret", "s", "extra"}, env(nil), io.Discard); err == nil {
+		t.Error("stray arguments accepted")
+	}
+}
