@@ -1,0 +1,31 @@
+// Package e2e holds presenced's browser tests (issue #4 §4): a real gateway
+// started in-process on a loopback port, Debian's Chromium driven over the
+// DevTools protocol with chromedp, one isolated browser context (its own
+// cookie jar) per user. The package has no code outside its tests.
+//
+// Run them with
+//
+//	go test -race -count=1 ./e2e/
+//
+// Without a Chromium they are skipped, except under CI=true, where a missing
+// browser fails them. PRESENCE_CHROMIUM overrides the browser's path
+// (default /usr/bin/chromium, then chromium, chromium-browser, google-chrome
+// on PATH). The room tests also run against Redis when redis-server is
+// installed (see store/redistest).
+//
+// How the tests make things happen:
+//   - sign-in: the dev /login form, typed and submitted in the user's own
+//     BrowserContext, so the presence_token cookie lands in that jar only;
+//   - typing: real key events in the demo's data-presence-typing box;
+//   - a hidden tab: a second tab opened in the same window of the user's
+//     BrowserContext; Chromium hides every tab of a window but the active one,
+//     so the page gets a real visibilitychange ("hidden"), and
+//     Target.activateTarget brings it back;
+//   - a closed tab: Target.closeTarget, as a person closing it (pagehide runs
+//     and presence.js sends its offline beacon). The browsers talk to the
+//     gateway's handler through a small recorder of POST /api/presence, so
+//     the test can tell the beacon from the leave grace of the closed stream.
+//
+// PRESENCE_SCREENSHOT=1 makes TestScreenshotDemo write docs/screenshot-demo.png
+// (three users in one room, seen by one of them, 1200×800).
+package e2e
