@@ -114,11 +114,8 @@ func (m *MemoryStore) Heartbeat(ctx context.Context, hb Heartbeat) error {
 
 // EndSession implements Store.
 func (m *MemoryStore) EndSession(ctx context.Context, userID, sessionID string) error {
-	if !ValidUserID(userID) {
-		return ErrInvalidUserID
-	}
-	if !ValidSessionID(sessionID) {
-		return ErrInvalidSessionID
+	if err := validateSession(userID, sessionID); err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -179,14 +176,8 @@ func (m *MemoryStore) Join(ctx context.Context, roomID string, hb Heartbeat) err
 
 // Leave implements Store.
 func (m *MemoryStore) Leave(ctx context.Context, roomID, userID, sessionID string) error {
-	if !ValidRoomID(roomID) {
-		return ErrInvalidRoomID
-	}
-	if !ValidUserID(userID) {
-		return ErrInvalidUserID
-	}
-	if !ValidSessionID(sessionID) {
-		return ErrInvalidSessionID
+	if err := validateRoomSession(roomID, userID, sessionID); err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err

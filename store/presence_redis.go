@@ -265,11 +265,8 @@ func (s *RedisStore) heartbeat(ctx context.Context, hb Heartbeat, room string) e
 
 // EndSession implements Store.
 func (s *RedisStore) EndSession(ctx context.Context, userID, sessionID string) error {
-	if !ValidUserID(userID) {
-		return ErrInvalidUserID
-	}
-	if !ValidSessionID(sessionID) {
-		return ErrInvalidSessionID
+	if err := validateSession(userID, sessionID); err != nil {
+		return err
 	}
 	if s.closed() {
 		return ErrClosed
@@ -280,14 +277,8 @@ func (s *RedisStore) EndSession(ctx context.Context, userID, sessionID string) e
 
 // Leave implements Store.
 func (s *RedisStore) Leave(ctx context.Context, roomID, userID, sessionID string) error {
-	if !ValidRoomID(roomID) {
-		return ErrInvalidRoomID
-	}
-	if !ValidUserID(userID) {
-		return ErrInvalidUserID
-	}
-	if !ValidSessionID(sessionID) {
-		return ErrInvalidSessionID
+	if err := validateRoomSession(roomID, userID, sessionID); err != nil {
+		return err
 	}
 	if s.closed() {
 		return ErrClosed

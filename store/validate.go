@@ -51,6 +51,25 @@ func validateProfile(p Profile) error {
 	return nil
 }
 
+// validateSession checks the ids that name one session.
+func validateSession(userID, sessionID string) error {
+	if !ValidUserID(userID) {
+		return ErrInvalidUserID
+	}
+	if !ValidSessionID(sessionID) {
+		return ErrInvalidSessionID
+	}
+	return nil
+}
+
+// validateRoomSession checks the ids that name one session in one room.
+func validateRoomSession(roomID, userID, sessionID string) error {
+	if !ValidRoomID(roomID) {
+		return ErrInvalidRoomID
+	}
+	return validateSession(userID, sessionID)
+}
+
 func validateHeartbeat(hb Heartbeat) error {
 	if err := validateProfile(hb.User); err != nil {
 		return err
