@@ -186,6 +186,13 @@ func (c *conn) beginSnapshot(seq uint64, initial bool) bool {
 	return true
 }
 
+// snapshotSeq is the read sequence of the connection's last snapshot.
+func (c *conn) snapshotSeq() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.snapSeq
+}
+
 // endSnapshot sends a snapshot's events, then whatever arrived meanwhile.
 func (c *conn) endSnapshot(msgs []outMsg) {
 	c.mu.Lock()

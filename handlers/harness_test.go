@@ -28,6 +28,7 @@ const (
 	testTTL       = 2 * time.Second
 	testTypingTTL = 1 * time.Second
 	testGrace     = 400 * time.Millisecond
+	testDebounce  = 300 * time.Millisecond
 	wait          = 15 * time.Second // upper bound for anything to arrive
 )
 
@@ -42,6 +43,7 @@ func testConfig() config.Config {
 	c.TypingTTL = testTypingTTL
 	c.Keepalive = time.Second
 	c.LeaveGrace = testGrace
+	c.LeaveDebounce = testDebounce
 	c.WriteDeadline = time.Second
 	c.Coalesce = 20 * time.Millisecond
 	c.ShutdownTimeout = 5 * time.Second

@@ -30,12 +30,18 @@ import (
 // Stale renders never overwrite a snapshot: every store read takes a number
 // from seq before it starts, a connection remembers the number of its last
 // snapshot, and a render read before that is dropped for it (see conn).
+//
+// Departures are debounced on the HTML streams (debounce.go), and a closed
+// room stream's (session, room) is left after the grace unless reopened
+// (leave.go).
 type hub struct {
 	st       store.Store
 	log      *slog.Logger
 	m        *metrics
 	sse      *sse.Server
 	coalesce time.Duration
+	debounce time.Duration // --leave-debounce; 0 = off
+	grace    time.Duration // --leave-grace
 
 	seq        atomic.Uint64 // read sequence, see conn.snapSeq
 	connSeq    atomic.Uint64
@@ -51,27 +57,54 @@ type hub struct {
 	rooms    map[string]*roomState
 	watchers map[string]map[*conn]struct{} // user id → /sse/users connections watching them
 	byUser   map[string]map[*conn]struct{} // user id → that user's own room streams
+	leaves   map[sessionRoom]*leaveTimer   // scheduled Leaves of closed room streams
+
+	// Offline dots held back by the leave debounce. Only the feed goroutine
+	// (run) touches them.
+	dots     map[string]*pendingDot
+	dotTimer *time.Timer
 }
 
 // roomState is a room with at least one open connection on this node.
 type roomState struct {
 	id           string
 	conns        map[*conn]struct{}
+	html         int // HTML connections among conns
 	dirtyMembers bool
 	dirtyTyping  bool
-	running      bool // a worker is rendering this room
+	running      bool          // a worker is rendering this room
+	wake         chan struct{} // a waiting worker has something to do
 	lastRender   time.Time
+
+	// Leave debounce (debounce.go): the member list last shown, the read it
+	// came from, and the departures not shown yet, oldest first.
+	shown    []store.Member
+	shownSeq uint64
+	held     []heldMember
 }
 
-func newHub(st store.Store, sseSrv *sse.Server, m *metrics, log *slog.Logger, coalesce time.Duration) *hub {
+// hubTimings are the durations the hub works with.
+type hubTimings struct {
+	coalesce time.Duration // shortest interval between two renders of a room
+	debounce time.Duration // --leave-debounce
+	grace    time.Duration // --leave-grace
+}
+
+func newHub(st store.Store, sseSrv *sse.Server, m *metrics, log *slog.Logger, t hubTimings) *hub {
 	ctx, cancel := context.WithCancel(context.Background())
+	dotTimer := time.NewTimer(time.Hour)
+	dotTimer.Stop()
 	return &hub{
-		st: st, sse: sseSrv, m: m, log: log, coalesce: coalesce,
+		st: st, sse: sseSrv, m: m, log: log,
+		coalesce: t.coalesce, debounce: t.debounce, grace: t.grace,
 		ctx: ctx, cancel: cancel,
 		conns:    map[*conn]struct{}{},
 		rooms:    map[string]*roomState{},
 		watchers: map[string]map[*conn]struct{}{},
 		byUser:   map[string]map[*conn]struct{}{},
+		leaves:   map[sessionRoom]*leaveTimer{},
+		dots:     map[string]*pendingDot{},
+		dotTimer: dotTimer,
 	}
 }
 
@@ -94,16 +127,26 @@ func (h *hub) start() error {
 // connection its state, since transitions may have been missed in between.
 func (h *hub) run(sub *store.Subscription) {
 	defer h.wg.Done()
+	defer h.dotTimer.Stop()
 	backoff := 50 * time.Millisecond
 	for {
-		for ev := range sub.C() {
-			if ev.Kind == store.EventResync {
-				h.m.feedEvents.WithLabelValues(string(ev.Kind)).Inc()
-				h.log.Warn("store feed asked for a resync: re-sending every stream its state")
-				h.resyncAll()
-				continue
+	feed:
+		for {
+			select {
+			case ev, ok := <-sub.C():
+				if !ok {
+					break feed
+				}
+				if ev.Kind == store.EventResync {
+					h.m.feedEvents.WithLabelValues(string(ev.Kind)).Inc()
+					h.log.Warn("store feed asked for a resync: re-sending every stream its state")
+					h.resyncAll()
+					continue
+				}
+				h.dispatch(ev)
+			case <-h.dotTimer.C:
+				h.flushDots(time.Now())
 			}
-			h.dispatch(ev)
 		}
 		h.subscribed.Store(false)
 		if h.ctx.Err() != nil {
@@ -138,11 +181,12 @@ func (h *hub) run(sub *store.Subscription) {
 	}
 }
 
-// close stops the feed loop and every room worker and waits for them.
-// Connections must have been closed first (closeConns).
+// close stops the feed loop, every room worker and every scheduled Leave,
+// and waits for them. Connections must have been closed first (closeConns).
 func (h *hub) close() {
 	h.mu.Lock()
 	h.closed = true
+	h.stopLeavesLocked()
 	h.mu.Unlock()
 	h.cancel()
 	h.wg.Wait()
@@ -175,11 +219,17 @@ func (h *hub) add(c *conn) bool {
 	case roomConn:
 		rs := h.rooms[c.room]
 		if rs == nil {
-			rs = &roomState{id: c.room, conns: map[*conn]struct{}{}}
+			rs = &roomState{id: c.room, conns: map[*conn]struct{}{}, wake: make(chan struct{}, 1)}
 			h.rooms[c.room] = rs
 		}
 		rs.conns[c] = struct{}{}
+		if !c.json {
+			rs.html++
+		}
 		addTo(h.byUser, c.user.ID, c)
+		// The session is back in this room before its closed stream's
+		// Leave was due.
+		h.cancelLeaveLocked(sessionRoom{user: c.user.ID, sid: c.sid, room: c.room})
 	case usersConn:
 		for _, id := range c.ids {
 			addTo(h.watchers, id, c)
@@ -196,6 +246,9 @@ func (h *hub) remove(c *conn) {
 	switch c.kind {
 	case roomConn:
 		if rs := h.rooms[c.room]; rs != nil {
+			if _, ok := rs.conns[c]; ok && !c.json {
+				rs.html--
+			}
 			delete(rs.conns, c)
 			if len(rs.conns) == 0 && !rs.running {
 				delete(h.rooms, c.room)
@@ -387,6 +440,16 @@ func (h *hub) statusChanged(ev store.Event) {
 		}
 	}
 
+	// Leave debounce: an offline dot waits (debounce.go); any other status
+	// goes out now, also to the connections a held offline dot was owed to.
+	if ev.To == store.StatusOffline && h.debounce > 0 {
+		if len(html) > 0 {
+			h.deferOfflineDot(ev.User, html, time.Now())
+		}
+		html = nil
+	} else {
+		html = h.takePendingDot(ev.User.ID, html)
+	}
 	if len(html) > 0 {
 		d := &dotRender{ctx: h.ctx, user: ev.User, status: ev.To, pub: h.pub}
 		name := dotEvent(ev.User.ID)
@@ -412,7 +475,14 @@ func (h *hub) pub(event string) { h.m.published.WithLabelValues(event).Inc() }
 func (h *hub) markLocked(rs *roomState, members, typing bool) {
 	rs.dirtyMembers = rs.dirtyMembers || members
 	rs.dirtyTyping = rs.dirtyTyping || typing
-	if !rs.running && !h.closed {
+	if rs.running {
+		select {
+		case rs.wake <- struct{}{}:
+		default:
+		}
+		return
+	}
+	if !h.closed {
 		rs.running = true
 		h.wg.Add(1)
 		go h.roomWorker(rs)
@@ -420,12 +490,14 @@ func (h *hub) markLocked(rs *roomState, members, typing bool) {
 }
 
 // roomWorker renders one room while it is dirty, at most once per
-// coalescing window, then exits.
+// coalescing window, and while departures are held (leave debounce) waits
+// for the earliest one's window to end and renders the room then. It exits
+// when there is nothing left to do.
 func (h *hub) roomWorker(rs *roomState) {
 	defer h.wg.Done()
-	timer := time.NewTimer(0)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	defer timer.Stop()
-	<-timer.C
 	for {
 		h.mu.Lock()
 		wait := time.Until(rs.lastRender.Add(h.coalesce))
@@ -440,13 +512,35 @@ func (h *hub) roomWorker(rs *roomState) {
 			}
 		}
 		h.mu.Lock()
+		if rs.html == 0 {
+			rs.held = nil // nobody left to show them to
+		}
+		due := rs.nextHoldDue()
+		if !due.IsZero() && !time.Now().Before(due) {
+			rs.dirtyMembers = true // a window ended: show the room as it is now
+		}
 		dm, dt := rs.dirtyMembers, rs.dirtyTyping
-		if (!dm && !dt) || len(rs.conns) == 0 || h.ctx.Err() != nil {
+		if (!dm && !dt && due.IsZero()) || len(rs.conns) == 0 || h.ctx.Err() != nil {
 			// Decided and marked not running under one lock hold: a change
 			// marked after this starts a new worker.
 			h.workerExitLocked(rs)
 			h.mu.Unlock()
 			return
+		}
+		if !dm && !dt {
+			// Only held departures: wait for the first window to end, or
+			// for a change (markLocked wakes us).
+			h.mu.Unlock()
+			timer.Reset(time.Until(due))
+			select {
+			case <-h.ctx.Done():
+				h.workerExit(rs)
+				return
+			case <-timer.C:
+			case <-rs.wake:
+				timer.Stop()
+			}
+			continue
 		}
 		rs.dirtyMembers, rs.dirtyTyping = false, false
 		rs.lastRender = time.Now()
@@ -490,6 +584,9 @@ func (h *hub) renderRoom(rs *roomState, members, typing bool) error {
 	}
 	start := time.Now()
 	h.mu.Lock()
+	if members {
+		r.held = h.settleLocked(rs, r.members, seq, start)
+	}
 	conns := make([]*conn, 0, len(rs.conns))
 	for c := range rs.conns {
 		if !c.json {
@@ -552,6 +649,11 @@ func (h *hub) snapshotRoom(ctx context.Context, room string, conns []*conn, init
 		h.log.Warn("room snapshot failed", "room", room, "err", err)
 		return
 	}
+	h.mu.Lock()
+	if rs := h.rooms[room]; rs != nil {
+		h.noteSnapshotLocked(rs, r.members, seq, time.Now())
+	}
+	h.mu.Unlock()
 	for _, c := range live {
 		if c.json {
 			m := r.jsonSyncFor(c)
@@ -612,6 +714,7 @@ func (h *hub) snapshotUsers(ctx context.Context, c *conn, initial bool) {
 // reads at a time: one read per room, one per watcher.
 func (h *hub) resyncAll() {
 	h.m.resyncs.Inc()
+	h.clearDots()
 	h.mu.Lock()
 	rooms := map[string][]*conn{}
 	var watchers []*conn

@@ -20,6 +20,8 @@ type metrics struct {
 	resyncs         prometheus.Counter
 	fanout          *prometheus.HistogramVec
 	offlineLateness prometheus.Histogram
+	debounced       *prometheus.CounterVec
+	ghostLeaves     prometheus.Counter
 
 	// deliveredBy caches the delivered counter of each known event name:
 	// it is bumped once per connection per event, the hottest path there is.
@@ -80,12 +82,20 @@ func newMetrics() *metrics {
 			Help:    "For offline transitions caused by expiry: when this node got the event minus when the session was due to expire.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
+		debounced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "presenced_departures_debounced_total",
+			Help: "Departures the HTML streams held back for --leave-debounce, by what was held (member: leaving a room's stack; dot: an offline dot) and outcome (returned: back within the window, nothing shown; shown: still gone, shown after it).",
+		}, []string{"kind", "outcome"}),
+		ghostLeaves: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presenced_stream_room_leaves_total",
+			Help: "Leaves of a (session, room) whose room stream closed without an explicit offline and was not reopened on this node within --leave-grace (a room switch, an embed removed); a no-op in the store when the session had expired meanwhile.",
+		}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.openStreams, m.heartbeats, m.published, m.delivered, m.dropped,
-		m.feedEvents, m.resyncs, m.fanout, m.offlineLateness,
+		m.feedEvents, m.resyncs, m.fanout, m.offlineLateness, m.debounced, m.ghostLeaves,
 	)
 	m.deliveredBy = make(map[string]prometheus.Counter, len(streamEvents))
 	for _, e := range streamEvents {
@@ -97,6 +107,11 @@ func newMetrics() *metrics {
 	}
 	for _, s := range []string{"api", "stream"} {
 		m.heartbeats.WithLabelValues(s)
+	}
+	for _, k := range []string{"member", "dot"} {
+		for _, o := range []string{"returned", "shown"} {
+			m.debounced.WithLabelValues(k, o)
+		}
 	}
 	return m
 }

@@ -25,48 +25,93 @@ func renderHTML(ctx context.Context, c templ.Component) ([]byte, error) {
 
 // roomRender renders one state of a room lazily, once per variant, however
 // many connections share the variant: the stack once per distinct ?max=, the
-// member list and the typing line once.
+// member list and the typing line once; with held departures (leave
+// debounce), once more per hold age that some connection must still see.
 type roomRender struct {
 	ctx     context.Context
 	room    string
 	members []store.Member
 	typists []store.Typist
 	seq     uint64
+	// held are departures the render still shows, oldest hold first (see
+	// debounce.go); a connection sees those that began after its snapshot.
+	held []heldMember
 
 	haveMembers, haveTyping bool
 
-	stacks map[int][]byte
-	list   []byte
+	lists  map[int][]store.Member // by first held index shown
+	stacks map[stackKey][]byte
+	mlists map[int][]byte
 	typing []byte
 	pub    func(event string)
 }
 
-func (r *roomRender) stack(max int) []byte {
-	if b, ok := r.stacks[max]; ok {
+type stackKey struct{ max, from int }
+
+// heldFrom is the index of the first hold connection c must be shown: the
+// holds that began after its last snapshot (it showed those members).
+func (r *roomRender) heldFrom(c *conn) int {
+	if len(r.held) == 0 {
+		return 0
+	}
+	snap := c.snapshotSeq()
+	for i, hm := range r.held {
+		if hm.since > snap {
+			return i
+		}
+	}
+	return len(r.held)
+}
+
+// membersFrom is the member list with the holds from index from on.
+func (r *roomRender) membersFrom(from int) []store.Member {
+	if from >= len(r.held) {
+		return r.members
+	}
+	if ms, ok := r.lists[from]; ok {
+		return ms
+	}
+	ms := withHeld(r.members, r.held[from:])
+	if r.lists == nil {
+		r.lists = map[int][]store.Member{}
+	}
+	r.lists[from] = ms
+	return ms
+}
+
+func (r *roomRender) stack(max, from int) []byte {
+	from = min(from, len(r.held))
+	k := stackKey{max, from}
+	if b, ok := r.stacks[k]; ok {
 		return b
 	}
-	b, err := renderHTML(r.ctx, views.Members(views.MembersProps{RoomID: r.room, Members: r.members, Max: max}))
+	b, err := renderHTML(r.ctx, views.Members(views.MembersProps{RoomID: r.room, Members: r.membersFrom(from), Max: max}))
 	if err != nil {
 		return nil
 	}
 	if r.stacks == nil {
-		r.stacks = map[int][]byte{}
+		r.stacks = map[stackKey][]byte{}
 	}
-	r.stacks[max] = b
+	r.stacks[k] = b
 	r.pub("members")
 	return b
 }
 
-func (r *roomRender) memberList() []byte {
-	if r.list == nil {
-		b, err := renderHTML(r.ctx, views.MemberList(views.MemberListProps{RoomID: r.room, Members: r.members}))
-		if err != nil {
-			return nil
-		}
-		r.list = b
-		r.pub("member-list")
+func (r *roomRender) memberList(from int) []byte {
+	from = min(from, len(r.held))
+	if b, ok := r.mlists[from]; ok {
+		return b
 	}
-	return r.list
+	b, err := renderHTML(r.ctx, views.MemberList(views.MemberListProps{RoomID: r.room, Members: r.membersFrom(from)}))
+	if err != nil {
+		return nil
+	}
+	if r.mlists == nil {
+		r.mlists = map[int][]byte{}
+	}
+	r.mlists[from] = b
+	r.pub("member-list")
+	return b
 }
 
 func (r *roomRender) typingLine() []byte {
@@ -85,11 +130,12 @@ func (r *roomRender) typingLine() []byte {
 func (r *roomRender) htmlFor(c *conn) []outMsg {
 	var out []outMsg
 	if r.haveMembers {
-		if b := r.stack(c.max); b != nil {
+		from := r.heldFrom(c)
+		if b := r.stack(c.max, from); b != nil {
 			out = append(out, outMsg{event: "members", data: b, seq: r.seq})
 		}
 		if c.list {
-			if b := r.memberList(); b != nil {
+			if b := r.memberList(from); b != nil {
 				out = append(out, outMsg{event: "member-list", data: b, seq: r.seq})
 			}
 		}

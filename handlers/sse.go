@@ -129,28 +129,40 @@ func (s *Server) roomStream(c echo.Context) error {
 //     same sid within the session's TTL; ending or shortening the session
 //     would flap the user offline for a deploy.
 //   - An explicit offline came: nothing, the session is already over.
-//   - Another stream of the same session is still open here: it refreshes
-//     the session at once (and keeps it).
-//   - Otherwise the session is refreshed with TTL = leave grace rather than
-//     ended: a reload (same sid) comes back before that and nothing flaps;
+//   - Another stream of the same session and room is still open here: it
+//     refreshes the session at once (and keeps it in the room).
+//   - Otherwise the session leaves the room after the leave grace, unless a
+//     stream of it for the room opens here before (leave.go): a reload
+//     comes back in time and nothing flaps; a room switch (the same sid
+//     streaming another room) or a removed embed leaves no ghost behind.
+//     Other streams of the session, if any, refresh it at once; without
+//     any, it is refreshed with TTL = leave grace rather than ended, so that
 //     a closed tab is gone after the grace.
 func (s *Server) afterRoomStream(c *conn) {
 	cause := context.Cause(c.ctx)
 	if errors.Is(cause, errShutdown) || c.ended.Load() {
 		return
 	}
-	if others := s.hub.sessionConns(c.user.ID, c.sid); len(others) > 0 {
-		for _, o := range others {
-			o.pokeRefresh()
-		}
+	others := s.hub.sessionConns(c.user.ID, c.sid)
+	sameRoom := false
+	for _, o := range others {
+		o.pokeRefresh()
+		sameRoom = sameRoom || o.room == c.room
+	}
+	if sameRoom {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := s.store.Heartbeat(ctx, store.Heartbeat{User: c.user, SessionID: c.sid, TTL: s.cfg.LeaveGrace})
-	if err != nil && !errors.Is(err, store.ErrClosed) {
-		s.log.Warn("could not set the leave grace of a closed stream's session", "user", c.user.ID, "err", err)
+	if len(others) == 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := s.store.Heartbeat(ctx, store.Heartbeat{User: c.user, SessionID: c.sid, TTL: s.cfg.LeaveGrace})
+		cancel()
+		if err != nil && !errors.Is(err, store.ErrClosed) {
+			s.log.Warn("could not set the leave grace of a closed stream's session", "user", c.user.ID, "err", err)
+		}
 	}
+	// Scheduled after the grace refresh, so that it is due after the
+	// session's new deadline.
+	s.hub.scheduleLeave(sessionRoom{user: c.user.ID, sid: c.sid, room: c.room}, s.cfg.LeaveGrace, false)
 }
 
 // usersStream serves GET /sse/users?ids=a,b: presence-{userId} dots of up to
@@ -256,8 +268,12 @@ func (s *Server) drive(c *conn, w *streamWriter, snapshot func()) {
 	}
 }
 
-// refreshSession keeps an open room stream's session alive (and in its
-// room) with the status last reported for it: Status "" keeps it.
+// refreshSession keeps an open room stream's session alive and in its room
+// with the status last reported for it (Status "" keeps it). It is a Join,
+// not a Heartbeat, on purpose: Join is idempotent (nothing is emitted for a
+// session already in the room), and it re-asserts the membership, so that a
+// Leave that raced the stream's opening (the closed stream of the same
+// session and room on another node, leave.go) heals within a refresh.
 func (s *Server) refreshSession(c *conn) {
 	if c.ended.Load() {
 		return

@@ -42,7 +42,16 @@ type Config struct {
 	// LeaveGrace is the TTL a session gets when its stream closes without an
 	// explicit offline, so that a reload that comes straight back (same
 	// session id) does not flap leave/join.
+	// It is also when such a session leaves the closed stream's room, unless
+	// a stream of it for that room opened again on the node: a session that
+	// lives on (another room's stream, heartbeats) leaves no ghost behind.
 	LeaveGrace time.Duration
+	// LeaveDebounce delays how the HTML streams show a departure (a member
+	// leaving a room's stack, an offline dot): when it is over the current
+	// state is shown, so a reload or quick reconnect that comes back within
+	// it shows nothing at all. The store and the JSON streams are not
+	// delayed. 0 turns it off; it must be shorter than TTL.
+	LeaveDebounce time.Duration
 	// AllowOrigins are the other origins (scheme://host[:port]) that may embed
 	// the widget, call the API cross-origin and send cookie-authenticated
 	// state changes. "*" allows any origin for CORS reads (never for cookie
@@ -76,6 +85,7 @@ func Default() Config {
 		TypingTTL:       5 * time.Second,
 		Keepalive:       15 * time.Second,
 		LeaveGrace:      5 * time.Second,
+		LeaveDebounce:   2 * time.Second,
 		WriteDeadline:   10 * time.Second,
 		Coalesce:        50 * time.Millisecond,
 		ReadTimeout:     30 * time.Second,
@@ -90,6 +100,7 @@ var (
 	ErrKeepalive    = errors.New("--keepalive must be between 1s and 30s (proxies cut streams idle for 30-60 s)")
 	ErrDuration     = errors.New("durations must be positive")
 	ErrOrigin       = errors.New("--allow-origin entries must be scheme://host[:port] origins or *")
+	ErrDebounce     = errors.New("--leave-debounce must be 0 (off) or positive")
 )
 
 // Validate checks the invariants the gateway relies on.
@@ -104,6 +115,9 @@ func (c Config) Validate() error {
 	}
 	if c.Heartbeat >= c.TTL {
 		return fmt.Errorf("%w: heartbeat %s, ttl %s", ErrHeartbeatTTL, c.Heartbeat, c.TTL)
+	}
+	if c.LeaveDebounce < 0 {
+		return fmt.Errorf("%w: leave debounce %s", ErrDebounce, c.LeaveDebounce)
 	}
 	if c.Keepalive > 30*time.Second {
 		return fmt.Errorf("%w: got %s", ErrKeepalive, c.Keepalive)
@@ -179,7 +193,8 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.DurationVar(&c.Heartbeat, "heartbeat", envDur("PRESENCE_HEARTBEAT", c.Heartbeat), "heartbeat interval clients are told to use; < ttl (PRESENCE_HEARTBEAT)")
 	fs.DurationVar(&c.TypingTTL, "typing-ttl", envDur("PRESENCE_TYPING_TTL", c.TypingTTL), "typing mark lifetime without refresh (PRESENCE_TYPING_TTL)")
 	fs.DurationVar(&c.Keepalive, "keepalive", envDur("PRESENCE_KEEPALIVE", c.Keepalive), "SSE comment interval on idle streams, ≤ 30s (PRESENCE_KEEPALIVE)")
-	fs.DurationVar(&c.LeaveGrace, "leave-grace", envDur("PRESENCE_LEAVE_GRACE", c.LeaveGrace), "session TTL after a stream closes without an explicit offline (PRESENCE_LEAVE_GRACE)")
+	fs.DurationVar(&c.LeaveGrace, "leave-grace", envDur("PRESENCE_LEAVE_GRACE", c.LeaveGrace), "session TTL after a stream closes without an explicit offline; unless a stream of it reopens that room here, the session also leaves the room then (PRESENCE_LEAVE_GRACE)")
+	fs.DurationVar(&c.LeaveDebounce, "leave-debounce", envDur("PRESENCE_LEAVE_DEBOUNCE", c.LeaveDebounce), "HTML streams show a departure (leaving the stack, offline dot) only if it still holds this long after; 0 = off (PRESENCE_LEAVE_DEBOUNCE)")
 	fs.StringVar(&origins, "allow-origin", env("PRESENCE_ALLOW_ORIGIN", ""), "comma-separated origins allowed to embed and call cross-origin (PRESENCE_ALLOW_ORIGIN)")
 	if err := fs.Parse(args); err != nil {
 		return c, err

@@ -24,7 +24,7 @@ func TestDefaultsAndSecretRequired(t *testing.T) {
 	}
 	d := Default()
 	if c.Addr != ":8080" || c.TTL != d.TTL || c.Heartbeat != 30*time.Second || c.TypingTTL != 5*time.Second ||
-		c.Keepalive != 15*time.Second || c.LeaveGrace != 5*time.Second || c.RedisURL != "" || c.Dev {
+		c.Keepalive != 15*time.Second || c.LeaveGrace != 5*time.Second || c.LeaveDebounce != 2*time.Second || c.RedisURL != "" || c.Dev {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if c.RefreshInterval() != 20*time.Second {
@@ -48,6 +48,7 @@ func TestEnvAndFlagPrecedence(t *testing.T) {
 		"PRESENCE_ADDR": ":9000", "PRESENCE_SECRET": "from-env", "PRESENCE_TTL": "90s", "PRESENCE_HEARTBEAT": "20s",
 		"PRESENCE_TYPING_TTL": "4s", "PRESENCE_KEEPALIVE": "10s", "PRESENCE_DEV": "true", "PRESENCE_REDIS_URL": "redis://r:6379/0",
 		"PRESENCE_ALLOW_ORIGIN": "https://A.example:443, http://b.example:8080", "PRESENCE_LEAVE_GRACE": "3s",
+		"PRESENCE_LEAVE_DEBOUNCE": "1500ms",
 	})
 	c, err := Parse([]string{"--addr", ":9100", "--ttl", "120s"}, e, io.Discard)
 	if err != nil {
@@ -55,7 +56,7 @@ func TestEnvAndFlagPrecedence(t *testing.T) {
 	}
 	if c.Addr != ":9100" || c.TTL != 120*time.Second || c.Heartbeat != 20*time.Second || string(c.Secret) != "from-env" ||
 		c.TypingTTL != 4*time.Second || c.Keepalive != 10*time.Second || !c.Dev || c.RedisURL != "redis://r:6379/0" ||
-		c.LeaveGrace != 3*time.Second || c.GeneratedSecret {
+		c.LeaveGrace != 3*time.Second || c.LeaveDebounce != 1500*time.Millisecond || c.GeneratedSecret {
 		t.Fatalf("parsed %+v", c)
 	}
 	if len(c.AllowOrigins) != 2 || c.AllowOrigins[0] != "https://a.example" || c.AllowOrigins[1] != "http://b.example:8080" {
@@ -71,6 +72,7 @@ func TestValidation(t *testing.T) {
 		{[]string{"--secret", "s", "--heartbeat", "60s", "--ttl", "60s"}, ErrHeartbeatTTL},
 		{[]string{"--secret", "s", "--keepalive", "31s"}, ErrKeepalive},
 		{[]string{"--secret", "s", "--ttl", "0s"}, ErrDuration},
+		{[]string{"--secret", "s", "--leave-debounce", "-1s"}, ErrDebounce},
 		{[]string{"--secret", "s", "--allow-origin", "not a url"}, ErrOrigin},
 		{[]string{"--secret", "s", "--allow-origin", "https://a.example/path"}, ErrOrigin},
 	} {
@@ -80,6 +82,16 @@ func TestValidation(t *testing.T) {
 	}
 	if _, err := Parse(nil, env(map[string]string{"PRESENCE_SECRET": "s", "PRESENCE_TTL": "soon"}), io.Discard); err == nil {
 		t.Error("a bad duration in the environment was accepted")
+	}
+	for _, off := range [][]string{{"--leave-debounce", "0"}, {"--leave-debounce=0s"}} {
+		c, err := Parse(append([]string{"--secret", "s"}, off...), env(nil), io.Discard)
+		if err != nil || c.LeaveDebounce != 0 {
+			t.Errorf("%v: %v, debounce %s: want accepted and off", off, err, c.LeaveDebounce)
+		}
+	}
+	c, err := Parse([]string{"--leave-debounce", "250ms"}, env(map[string]string{"PRESENCE_SECRET": "s", "PRESENCE_LEAVE_DEBOUNCE": "0"}), io.Discard)
+	if err != nil || c.LeaveDebounce != 250*time.Millisecond {
+		t.Errorf("flag over env: %v, debounce %s", err, c.LeaveDebounce)
 	}
 	if _, err := Parse([]string{"--secret", "s", "extra"}, env(nil), io.Discard); err == nil {
 		t.Error("stray arguments accepted")
