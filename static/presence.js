@@ -287,9 +287,19 @@
     }
   }
 
+  // A closing tab fires visibilitychange (hidden) and pagehide close
+  // together. Their requests travel on separate connections, so an "away"
+  // sent at once could reach the server after the offline beacon and bring
+  // the ended session back for a whole TTL. The away therefore waits a
+  // moment, and pagehide cancels it.
+  var HIDDEN_AWAY_DELAY = 1000;
+
   function onVisibility() {
+    clearTimeout(st.hideTimer);
     if (document.visibilityState === 'hidden') {
-      beat(true, true); // away at once (keepalive: the tab may be frozen next)
+      st.hideTimer = setTimeout(function () {
+        if (document.visibilityState === 'hidden') beat(true, true); // keepalive: the tab may be frozen next
+      }, HIDDEN_AWAY_DELAY);
     } else {
       st.lastActivity = Date.now();
       st.auto = 'online';
@@ -300,6 +310,7 @@
   function onPageHide() {
     stopAllTyping(true);
     st.gone = true;
+    clearTimeout(st.hideTimer);
     clearTimeout(st.beatTimer);
     st.sent = 'offline';
     beacon('/api/presence', { status: 'offline', sessionId: sessionId });

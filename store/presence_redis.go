@@ -45,7 +45,8 @@ type RedisStore struct {
 	subscribed atomic.Bool
 	isClosed   atomic.Bool
 
-	reaps chan [2]string // (user, session) from keyspace events
+	pubsub *redis.PubSub
+	reaps  chan [2]string // (user, session) from keyspace events
 
 	pendingMu sync.Mutex
 	pending   map[string]*Subscription // barrier token → subscription waiting for it
@@ -146,9 +147,9 @@ func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logg
 
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	pubsub := s.client.Subscribe(bg, s.channel, s.expiredCh)
+	s.pubsub = s.client.Subscribe(bg, s.channel, s.expiredCh)
 	s.wg.Add(3)
-	go s.dispatch(bg, pubsub, last)
+	go s.dispatch(bg, s.pubsub, last)
 	go s.reapExpired(bg)
 	go s.sweep(bg)
 	return s, nil
@@ -443,6 +444,11 @@ func (s *RedisStore) Ready(ctx context.Context) error {
 	}
 	if !s.subscribed.Load() {
 		return errors.New("redis: change feed not subscribed")
+	}
+	// The flag says the feed was subscribed once; a ping on the pub/sub
+	// connection says it still is (go-redis reconnects it on its own).
+	if err := s.pubsub.Ping(ctx); err != nil {
+		return fmt.Errorf("redis: change feed connection: %w", err)
 	}
 	return nil
 }

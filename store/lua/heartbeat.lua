@@ -14,6 +14,7 @@ local from = published_status(uid)
 local raw = redis.call('HGET', KEYS[2], sid)
 local rec
 if raw then rec = cjson.decode(raw) else rec = { s = 'online', r = {} } end
+local previous = raw and rec.s
 if ARGV[8] ~= '' then rec.s = ARGV[8] end
 rec.d = NOW + ttl
 local joining = room ~= '' and not has(rec.r, room)
@@ -27,11 +28,18 @@ if ARGV[9] == '1' then redis.call('HSET', KEYS[1], 'meta', ARGV[10]) end
 redis.call('PEXPIRE', KEYS[1], RETENTION + ttl)
 
 local member = room ~= '' and redis.call('ZSCORE', KEYS[5], uid)
-local to, rooms = aggregate(uid)
--- A new membership is announced after the status, so the status event lists
--- only the rooms the user was already in.
-if room ~= '' and not member then rooms[room] = nil end
-set_status(uid, from, to, sorted_keys(rooms), nil)
+local to = from
+-- Most calls refresh an existing session without changing its status (the
+-- hottest write path): the user's aggregate cannot change then, so the
+-- sessions are not read again.
+if rec.s ~= previous then
+  local rooms
+  to, rooms = aggregate(uid)
+  -- A new membership is announced after the status, so the status event
+  -- lists only the rooms the user was already in.
+  if room ~= '' and not member then rooms[room] = nil end
+  set_status(uid, from, to, sorted_keys(rooms), nil)
+end
 
 if room ~= '' and not member then
   redis.call('ZADD', KEYS[5], NOW, uid)
