@@ -159,6 +159,7 @@ func browser(t *testing.T) context.Context {
 // gateway is one presenced node running in-process.
 type gateway struct {
 	srv *handlers.Server
+	st  store.Store
 	// base is the origin the browsers use: the gateway's handler behind a
 	// recorder of presence reports (see recorder), on its own loopback port.
 	base string
@@ -217,7 +218,7 @@ func startGateway(t *testing.T, st store.Store, mutate ...func(*config.Config)) 
 	}
 	rec := &recorder{next: srv.Handler()}
 	front := httptest.NewServer(rec)
-	g := &gateway{srv: srv, base: front.URL, rec: rec}
+	g := &gateway{srv: srv, st: st, base: front.URL, rec: rec}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -263,7 +264,8 @@ func (g *gateway) token(t *testing.T, id, name string) string {
 
 // recorder serves the gateway's handler and keeps every presence report
 // (POST /api/presence): that is how a test tells a pagehide beacon apart
-// from the leave grace of a closed stream, which also ends the session.
+// from the leave grace of a closed stream, which also takes the session out
+// of the room.
 type recorder struct {
 	next    http.Handler
 	mu      sync.Mutex

@@ -1,10 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/presenced/presenced/store"
 )
 
 // TestRoom: Alice and Bob, each in an isolated browser context, signed in
@@ -106,6 +110,18 @@ func testRoom(t *testing.T, g *gateway, room string) {
 		}
 		if rep.Code != 200 {
 			t.Errorf("the gateway answered the pagehide beacon with %d, want 200", rep.Code)
+		}
+		// And Bob stays offline: nothing the closing page sent besides the
+		// beacon (its hidden-tab "away", its stream closing) may bring the
+		// ended session back, which would show him for a whole TTL.
+		for end := time.Now().Add(testTTL + time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+			p, err := g.st.Presence(context.Background(), []string{"bob"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p["bob"] == nil || p["bob"].Status != store.StatusOffline {
+				t.Fatalf("Bob came back after his tab closed: %+v", p["bob"])
+			}
 		}
 	})
 }

@@ -48,8 +48,8 @@ func (s *Server) postPresence(c echo.Context) error {
 	ctx, cancel := storeCtx(c)
 	defer cancel()
 	if req.Status == store.StatusOffline {
-		// Mark first: a stream of this session closing right now must not
-		// bring the session back with its leave-grace refresh.
+		// Mark first: an open stream of this session must not bring the
+		// session back with its refresh.
 		s.hub.sessionEnded(id.User.ID, req.SessionID)
 		if err := s.store.EndSession(ctx, id.User.ID, req.SessionID); err != nil {
 			s.hub.sessionActive(id.User.ID, req.SessionID) // it did not end

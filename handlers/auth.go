@@ -34,8 +34,9 @@ type Claims struct {
 	Name   string `json:"name,omitempty"`
 	Avatar string `json:"avatar,omitempty"`
 	// Rooms limits which rooms the holder may join or watch. nil (absent or
-	// null) means any room; an empty array means none.
-	Rooms []string `json:"rooms,omitempty"`
+	// null) means any room; an empty array means none (omitzero, unlike
+	// omitempty, keeps an empty array in a minted token).
+	Rooms []string `json:"rooms,omitzero"`
 	jwt.RegisteredClaims
 }
 
@@ -60,11 +61,28 @@ type Identity struct {
 	// Token is the raw token, so that a rendered widget can hand it on to
 	// its stream (?token=) when the page got it that way.
 	Token string
+	// Expires is the token's exp; a stream opened with it is closed once
+	// the token would no longer be accepted (acceptedUntil).
+	Expires time.Time
 }
 
 // MayAccess reports whether the identity may join or watch room.
 func (id Identity) MayAccess(room string) bool {
 	return id.Rooms == nil || slices.Contains(id.Rooms, room)
+}
+
+// tokenLeeway is the clock skew Verify tolerates on exp (and nbf, iat).
+const tokenLeeway = 5 * time.Second
+
+// acceptedUntil is when a token with this identity's exp stops being
+// accepted: a stream closed then gets 401 if it reconnects with the same
+// token, rather than being accepted and closed again at once. Zero for an
+// identity without an expiry.
+func (id Identity) acceptedUntil() time.Time {
+	if id.Expires.IsZero() {
+		return time.Time{}
+	}
+	return id.Expires.Add(tokenLeeway)
 }
 
 // Auth verifies and mints HS256 tokens with one secret. The parser only
@@ -83,7 +101,7 @@ func NewAuth(secret []byte) *Auth {
 		parser: jwt.NewParser(
 			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 			jwt.WithExpirationRequired(),
-			jwt.WithLeeway(5*time.Second),
+			jwt.WithLeeway(tokenLeeway),
 		),
 		now: time.Now,
 	}
@@ -105,9 +123,10 @@ func (a *Auth) Verify(raw string) (Identity, error) {
 		name = cl.Subject
 	}
 	return Identity{
-		User:  store.Profile{ID: cl.Subject, Name: name, Avatar: cl.Avatar},
-		Rooms: cl.Rooms,
-		Token: raw,
+		User:    store.Profile{ID: cl.Subject, Name: name, Avatar: cl.Avatar},
+		Rooms:   cl.Rooms,
+		Token:   raw,
+		Expires: cl.ExpiresAt.Time, // required by the parser
 	}, nil
 }
 

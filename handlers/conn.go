@@ -21,6 +21,7 @@ var (
 	errStalled      = errors.New("stream write missed its deadline: reader stalled")
 	errNoState      = errors.New("could not read the state to send first")
 	errStreamClosed = errors.New("stream closed")
+	errTokenExpired = errors.New("the stream's token expired")
 )
 
 // maxPending bounds the events held for a connection while its snapshot is
@@ -83,6 +84,9 @@ type conn struct {
 	// Dot variant for presence-{userId} events.
 	dotSize  string
 	dotLabel bool
+	// expires is when the stream's token stops being accepted: the stream
+	// is closed then (zero: never).
+	expires time.Time
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -242,6 +246,8 @@ func (c *conn) dropLocked(cause error) {
 		c.h.m.dropped.WithLabelValues("shutdown").Inc()
 	case errors.Is(cause, errNoState):
 		c.h.m.dropped.WithLabelValues("no_state").Inc()
+	case errors.Is(cause, errTokenExpired):
+		c.h.m.dropped.WithLabelValues("token_expired").Inc()
 	}
 }
 

@@ -109,8 +109,15 @@ func (s *Server) demo(c echo.Context) error {
 	if id.Rooms != nil {
 		rooms = slices.DeleteFunc(rooms, func(r string) bool { return !id.MayAccess(r) })
 	}
+	// The page gets the token only when it did not come from the cookie,
+	// which is HttpOnly: the cookie goes with the page's requests anyway
+	// (the same rule as the live widget's stream URL, fragments.go).
+	token := ""
+	if id.Source != FromCookie {
+		token = id.Token
+	}
 	return s.html(c, http.StatusOK, views.DemoPage(views.DemoProps{
-		User: id.User, RoomID: room, Token: id.Token, SessionID: sid, Heartbeat: s.cfg.Heartbeat,
+		User: id.User, RoomID: room, Token: token, SessionID: sid, Heartbeat: s.cfg.Heartbeat,
 		Rooms: rooms, Members: ms, Typists: ts,
 		StreamURL: "/sse/room/" + url.PathEscape(room) + "?" + url.Values{"sid": {sid}, "list": {"1"}}.Encode(),
 	}))

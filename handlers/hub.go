@@ -41,7 +41,6 @@ type hub struct {
 	sse      *sse.Server
 	coalesce time.Duration
 	debounce time.Duration // --leave-debounce; 0 = off
-	grace    time.Duration // --leave-grace
 
 	seq        atomic.Uint64 // read sequence, see conn.snapSeq
 	connSeq    atomic.Uint64
@@ -69,7 +68,7 @@ type hub struct {
 type roomState struct {
 	id           string
 	conns        map[*conn]struct{}
-	html         int // HTML connections among conns
+	json         map[*conn]struct{} // the JSON connections among conns
 	dirtyMembers bool
 	dirtyTyping  bool
 	running      bool          // a worker is rendering this room
@@ -83,11 +82,14 @@ type roomState struct {
 	held     []heldMember
 }
 
+// hasHTML reports whether the room has an HTML connection (a worker's
+// renders have somewhere to go).
+func (rs *roomState) hasHTML() bool { return len(rs.conns) > len(rs.json) }
+
 // hubTimings are the durations the hub works with.
 type hubTimings struct {
 	coalesce time.Duration // shortest interval between two renders of a room
 	debounce time.Duration // --leave-debounce
-	grace    time.Duration // --leave-grace
 }
 
 func newHub(st store.Store, sseSrv *sse.Server, m *metrics, log *slog.Logger, t hubTimings) *hub {
@@ -96,7 +98,7 @@ func newHub(st store.Store, sseSrv *sse.Server, m *metrics, log *slog.Logger, t 
 	dotTimer.Stop()
 	return &hub{
 		st: st, sse: sseSrv, m: m, log: log,
-		coalesce: t.coalesce, debounce: t.debounce, grace: t.grace,
+		coalesce: t.coalesce, debounce: t.debounce,
 		ctx: ctx, cancel: cancel,
 		conns:    map[*conn]struct{}{},
 		rooms:    map[string]*roomState{},
@@ -219,12 +221,12 @@ func (h *hub) add(c *conn) bool {
 	case roomConn:
 		rs := h.rooms[c.room]
 		if rs == nil {
-			rs = &roomState{id: c.room, conns: map[*conn]struct{}{}, wake: make(chan struct{}, 1)}
+			rs = &roomState{id: c.room, conns: map[*conn]struct{}{}, json: map[*conn]struct{}{}, wake: make(chan struct{}, 1)}
 			h.rooms[c.room] = rs
 		}
 		rs.conns[c] = struct{}{}
-		if !c.json {
-			rs.html++
+		if c.json {
+			rs.json[c] = struct{}{}
 		}
 		addTo(h.byUser, c.user.ID, c)
 		// The session is back in this room before its closed stream's
@@ -246,10 +248,8 @@ func (h *hub) remove(c *conn) {
 	switch c.kind {
 	case roomConn:
 		if rs := h.rooms[c.room]; rs != nil {
-			if _, ok := rs.conns[c]; ok && !c.json {
-				rs.html--
-			}
 			delete(rs.conns, c)
+			delete(rs.json, c)
 			if len(rs.conns) == 0 && !rs.running {
 				delete(h.rooms, c.room)
 			}
@@ -359,17 +359,15 @@ func (h *hub) roomChanged(room string, members, typing bool) []*conn {
 	if rs == nil {
 		return nil
 	}
-	var js []*conn
-	html := false
-	for c := range rs.conns {
-		if c.json {
-			js = append(js, c)
-		} else {
-			html = true
-		}
-	}
-	if html {
+	if rs.hasHTML() {
 		h.markLocked(rs, members, typing)
+	}
+	if len(rs.json) == 0 {
+		return nil
+	}
+	js := make([]*conn, 0, len(rs.json))
+	for c := range rs.json {
+		js = append(js, c)
 	}
 	return js
 }
@@ -512,7 +510,7 @@ func (h *hub) roomWorker(rs *roomState) {
 			}
 		}
 		h.mu.Lock()
-		if rs.html == 0 {
+		if !rs.hasHTML() {
 			rs.held = nil // nobody left to show them to
 		}
 		due := rs.nextHoldDue()

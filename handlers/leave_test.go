@@ -51,7 +51,7 @@ func TestRoomSwitchLeavesNoGhost(t *testing.T) {
 		y.waitFor("y state", membersWith(1, "bob"))
 
 		eventually(t, "bob gone from x", func() bool { return !roomMembers(t, c, n, "x", bobTok)["bob"] })
-		// Past the grace, the recheck and a few refreshes: still in y,
+		// Past the grace and a few refreshes: still in y,
 		// still online, and never offline in between.
 		time.Sleep(testGrace + time.Second + time.Second)
 		if !roomMembers(t, c, n, "y", bobTok)["bob"] {
@@ -95,14 +95,21 @@ func TestRoomSwitchOpenFirst(t *testing.T) {
 
 // A page that removes an embed (its stream closes) but goes on
 // heartbeating the same session: no stream of the session is left on the
-// node, the session stays alive, and it still leaves the room.
+// node, the session stays alive, and it still leaves the room. The
+// heartbeat comes less often than the grace (as presence.js's 30 s against
+// 5 s), so a session cut to the grace would go offline in between: bob must
+// stay online throughout.
 func TestRemovedEmbedLeavesRoom(t *testing.T) {
+	const heartbeat = 2 * testGrace // > the grace, well < the TTL
 	forEachBackend(t, func(t *testing.T, b backend) {
 		n := startNode(t, b.newStore(t))
 		c := newClient(t)
 		bobTok := n.token("bob", "Bob")
+		watcher := openSSE(t, c, n.base+"/sse/users?ids=bob&format=json", n.token("viewer", ""))
+		watcher.waitFor("sync", named("sync"))
 		x := openSSE(t, c, n.base+"/sse/room/x?sid=bob-tab-1", bobTok)
 		x.waitFor("x state", membersWith(1, "bob"))
+		watcher.waitFor("bob online", named("status", `"to":"online"`))
 		x.close()
 		stop := make(chan struct{})
 		done := make(chan struct{})
@@ -113,7 +120,7 @@ func TestRemovedEmbedLeavesRoom(t *testing.T) {
 				select {
 				case <-stop:
 					return
-				case <-time.After(250 * time.Millisecond):
+				case <-time.After(heartbeat):
 				}
 				req, _ := http.NewRequest(http.MethodPost, n.base+"/api/presence",
 					strings.NewReader(`{"status":"online","sessionId":"bob-tab-1"}`))
@@ -126,8 +133,45 @@ func TestRemovedEmbedLeavesRoom(t *testing.T) {
 		}()
 		defer func() { close(stop); <-done }()
 		eventually(t, "bob gone from x", func() bool { return !roomMembers(t, c, n, "x", bobTok)["bob"] })
+		// Past the TTL of the stream's last refresh: the heartbeats alone
+		// keep him.
+		evs := watcher.drain(testTTL + 500*time.Millisecond)
+		for _, ev := range evs {
+			if named("status", `"to":"offline"`)(ev) {
+				t.Fatalf("bob went offline though he heartbeats: %s", ev.Data)
+			}
+		}
 		if st := userStatus(t, c, n, "bob", bobTok); st != "online" {
 			t.Fatalf("bob is %v, want online (he heartbeats)", st)
+		}
+		if roomMembers(t, c, n, "x", bobTok)["bob"] {
+			t.Fatal("bob is back in x")
+		}
+	})
+}
+
+// A tab gone without a goodbye (no offline, no heartbeat, no stream): its
+// session leaves the room after the grace and is gone by its TTL, not cut
+// short: the stream's last refresh was its last sign of life.
+func TestClosedStreamSessionExpiresByTTL(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		n := startNode(t, b.newStore(t))
+		c := newClient(t)
+		bobTok := n.token("bob", "Bob")
+		watcher := openSSE(t, c, n.base+"/sse/users?ids=bob&format=json", n.token("viewer", ""))
+		watcher.waitFor("sync", named("sync"))
+		x := openSSE(t, c, n.base+"/sse/room/x?sid=bob-tab-1", bobTok)
+		x.waitFor("x state", membersWith(1, "bob"))
+		x.close()
+		closed := time.Now()
+		eventually(t, "bob gone from x", func() bool { return !roomMembers(t, c, n, "x", bobTok)["bob"] })
+		if st := userStatus(t, c, n, "bob", bobTok); st != "online" && time.Since(closed) < testTTL/2 {
+			t.Fatalf("bob is %v right after leaving x, want online until his TTL", st)
+		}
+		watcher.waitFor("bob offline", named("status", `"to":"offline"`))
+		// The last refresh came at most a refresh interval before the close.
+		if d := time.Since(closed); d < testTTL-n.srv.cfg.RefreshInterval()-200*time.Millisecond {
+			t.Fatalf("bob went offline %v after his stream closed, before his TTL (%v)", d, testTTL)
 		}
 	})
 }
@@ -148,7 +192,7 @@ func TestReconnectWithinGraceNoLeave(t *testing.T) {
 		x.close()
 		x = openSSE(t, c, n.base+"/sse/room/x?sid=bob-tab-1", bobTok)
 		x.waitFor("x state again", membersWith(2, "bob"))
-		// Past the grace and the recheck after it.
+		// Well past the grace.
 		for _, ev := range js.drain(testGrace + time.Second + 1500*time.Millisecond) {
 			if ev.Event == "leave" || named("status", `"to":"offline"`)(ev) {
 				t.Fatalf("a reconnect within the grace was announced: %s %s", ev.Event, ev.Data)

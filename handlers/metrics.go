@@ -62,7 +62,7 @@ func newMetrics() *metrics {
 		}, []string{"event"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "presenced_streams_dropped_total",
-			Help: "SSE streams closed by the server, by reason (slow: its queue was full; stalled: a write missed its deadline; shutdown).",
+			Help: "SSE streams closed by the server, by reason (slow: its queue was full; stalled: a write missed its deadline; no_state: its state could not be read; token_expired: its token expired; shutdown).",
 		}, []string{"reason"}),
 		feedEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "presenced_feed_events_total",
@@ -88,7 +88,7 @@ func newMetrics() *metrics {
 		}, []string{"kind", "outcome"}),
 		ghostLeaves: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presenced_stream_room_leaves_total",
-			Help: "Leaves of a (session, room) whose room stream closed without an explicit offline and was not reopened on this node within --leave-grace (a room switch, an embed removed); a no-op in the store when the session had expired meanwhile.",
+			Help: "Leaves of a (session, room) whose room stream closed without an explicit offline and was not reopened on this node within --leave-grace (a room switch, an embed removed, a tab gone without a goodbye); a no-op in the store when the session had expired meanwhile.",
 		}),
 	}
 	m.reg.MustRegister(

@@ -137,6 +137,16 @@ func TestDevLoginAndDemo(t *testing.T) {
 			t.Errorf("demo page lacks %q", want)
 		}
 	}
+	// The cookie is HttpOnly: its token must not be copied into the page.
+	if body := string(r.body); strings.Contains(body, tok) || strings.Contains(body, "data-token") {
+		t.Error("the demo page exposes the cookie's token")
+	}
+	// A token the page was given explicitly is handed on to presence.js.
+	r = do(t, c, http.MethodGet, n.base+"/?room=design", tok, "")
+	mustOK(t, r)
+	if !strings.Contains(string(r.body), `data-token="`+tok+`"`) {
+		t.Error("the demo page opened with a bearer token does not hand it on")
+	}
 
 	// Login from another site is refused; a bad form re-renders with 400.
 	req, _ = http.NewRequest(http.MethodPost, n.base+"/login", strings.NewReader(form.Encode()))

@@ -12,15 +12,16 @@ import (
 )
 
 // renderHTML renders a component into bytes the caller owns. The buffer is
-// not templ's pooled one, and the bytes are cloned regardless, so that a
-// payload handed to an asynchronous publish can never be overwritten by a
-// later render (pitfalls.md: 198 of 200 payloads corrupted that way).
+// a fresh local one, never templ's pooled one (templ.GetBuffer), and nothing
+// else holds it once this returns, so its bytes can be handed to an
+// asynchronous publish as they are: no later render can overwrite them
+// (pitfalls.md: pooled buffers corrupted 198 of 200 payloads that way).
 func renderHTML(ctx context.Context, c templ.Component) ([]byte, error) {
 	var b bytes.Buffer
 	if err := c.Render(ctx, &b); err != nil {
 		return nil, err
 	}
-	return bytes.Clone(b.Bytes()), nil
+	return b.Bytes(), nil
 }
 
 // roomRender renders one state of a room lazily, once per variant, however

@@ -79,7 +79,7 @@ func New(cfg config.Config, st store.Store, log *slog.Logger) (*Server, error) {
 		sse:    newSSEServer(),
 		static: files,
 	}
-	s.hub = newHub(st, s.sse, s.m, log, hubTimings{coalesce: cfg.Coalesce, debounce: cfg.LeaveDebounce, grace: cfg.LeaveGrace})
+	s.hub = newHub(st, s.sse, s.m, log, hubTimings{coalesce: cfg.Coalesce, debounce: cfg.LeaveDebounce})
 	s.echo = s.routes()
 	s.http = &http.Server{
 		Handler: s.echo,

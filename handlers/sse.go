@@ -100,6 +100,7 @@ func (s *Server) roomStream(c echo.Context) error {
 
 	cn := s.hub.newConn(c.Request().Context(), roomConn)
 	cn.json, cn.dotSize, cn.dotLabel = opts.json, opts.dotSize, opts.dotLabel
+	cn.expires = id.acceptedUntil()
 	cn.room, cn.user, cn.sid, cn.max, cn.list = room, id.User, sid, maxN, list
 	if !s.hub.add(cn) {
 		cn.cancel(errShutdown)
@@ -126,43 +127,34 @@ func (s *Server) roomStream(c echo.Context) error {
 
 // afterRoomStream decides what a closed room stream does to its session.
 //   - Shutdown: nothing. The browser reconnects (to another node) with the
-//     same sid within the session's TTL; ending or shortening the session
-//     would flap the user offline for a deploy.
+//     same sid within the session's TTL.
 //   - An explicit offline came: nothing, the session is already over.
 //   - Another stream of the same session and room is still open here: it
 //     refreshes the session at once (and keeps it in the room).
 //   - Otherwise the session leaves the room after the leave grace, unless a
-//     stream of it for the room opens here before (leave.go): a reload
+//     stream of it for that room opens here before (leave.go): a reload
 //     comes back in time and nothing flaps; a room switch (the same sid
 //     streaming another room) or a removed embed leaves no ghost behind.
-//     Other streams of the session, if any, refresh it at once; without
-//     any, it is refreshed with TTL = leave grace rather than ended, so that
-//     a closed tab is gone after the grace.
+//     Other streams of the session, if any, refresh it at once.
+//
+// The session itself is left alone: the stream's last refresh was its last
+// sign of life, so without heartbeats or another stream it expires --ttl
+// after that, as any session does. Shortening its TTL here would flap a tab
+// that still heartbeats (an SPA that removed the embed, a stream that takes
+// a while to reconnect) offline, and writing to it could recreate a session
+// another node has just ended.
 func (s *Server) afterRoomStream(c *conn) {
 	cause := context.Cause(c.ctx)
 	if errors.Is(cause, errShutdown) || c.ended.Load() {
 		return
 	}
-	others := s.hub.sessionConns(c.user.ID, c.sid)
-	sameRoom := false
-	for _, o := range others {
+	for _, o := range s.hub.sessionConns(c.user.ID, c.sid) {
 		o.pokeRefresh()
-		sameRoom = sameRoom || o.room == c.room
-	}
-	if sameRoom {
-		return
-	}
-	if len(others) == 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := s.store.Heartbeat(ctx, store.Heartbeat{User: c.user, SessionID: c.sid, TTL: s.cfg.LeaveGrace})
-		cancel()
-		if err != nil && !errors.Is(err, store.ErrClosed) {
-			s.log.Warn("could not set the leave grace of a closed stream's session", "user", c.user.ID, "err", err)
+		if o.room == c.room {
+			return
 		}
 	}
-	// Scheduled after the grace refresh, so that it is due after the
-	// session's new deadline.
-	s.hub.scheduleLeave(sessionRoom{user: c.user.ID, sid: c.sid, room: c.room}, s.cfg.LeaveGrace, false)
+	s.hub.scheduleLeave(sessionRoom{user: c.user.ID, sid: c.sid, room: c.room}, s.cfg.LeaveGrace)
 }
 
 // usersStream serves GET /sse/users?ids=a,b: presence-{userId} dots of up to
@@ -179,6 +171,7 @@ func (s *Server) usersStream(c echo.Context) error {
 	}
 	cn := s.hub.newConn(c.Request().Context(), usersConn)
 	cn.json, cn.dotSize, cn.dotLabel = opts.json, opts.dotSize, opts.dotLabel
+	cn.expires = identity(c).acceptedUntil()
 	cn.ids = ids
 	if !s.hub.add(cn) {
 		cn.cancel(errShutdown)
@@ -231,11 +224,22 @@ func (s *Server) serveStream(c echo.Context, conn *conn, snapshot func()) {
 }
 
 // drive is a connection's own goroutine: snapshot first, then keep-alive
-// comments (the timer restarts on every write) and session refreshes.
+// comments (the timer restarts on every write) and session refreshes, until
+// the stream's token expires: a stream must not outlive its credential. The
+// client reconnects with a fresh token, or gets 401.
 func (s *Server) drive(c *conn, w *streamWriter, snapshot func()) {
+	var expired <-chan time.Time
+	if !c.expires.IsZero() {
+		t := time.NewTimer(time.Until(c.expires))
+		defer t.Stop()
+		expired = t.C
+	}
 	select {
 	case <-w.started:
 	case <-c.ctx.Done():
+		return
+	case <-expired:
+		c.drop(errTokenExpired)
 		return
 	}
 	snapshot()
@@ -264,6 +268,9 @@ func (s *Server) drive(c *conn, w *streamWriter, snapshot func()) {
 			s.refreshSession(c)
 		case <-c.poke:
 			s.refreshSession(c)
+		case <-expired:
+			c.drop(errTokenExpired)
+			return
 		}
 	}
 }

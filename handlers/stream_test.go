@@ -63,8 +63,8 @@ func TestRoomJoinAndLeave(t *testing.T) {
 		bob.waitFor("bob's own state", membersWith(2, "alice", "bob"))
 		alice.waitFor("bob joining", membersWith(2, "alice", "bob"))
 
-		bob.close() // the tab closes: leave after the grace
-		alice.waitAll("bob leaving", membersWithout(1, "bob"), isStatus("bob", store.StatusOffline))
+		bob.close() // the tab is gone without a goodbye: he leaves after the grace
+		alice.waitFor("bob leaving", membersWithout(1, "bob"))
 	})
 }
 
@@ -170,17 +170,22 @@ func TestExpiryAfterNodeLoss(t *testing.T) {
 	})
 }
 
-// The client drops the connection (tab killed): the session gets the leave
-// grace, then expires, and the room hears it.
+// The client drops the connection (tab killed): the session leaves the room
+// after the leave grace, which the room hears, and expires by its TTL,
+// which its watchers hear.
 func TestExpiryAfterClientDrop(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		n := startNode(t, b.newStore(t))
 		c := newClient(t)
+		watcher := openSSE(t, c, n.base+"/sse/users?ids=bob", n.token("viewer", ""))
+		watcher.waitFor("bob's first dot", isStatus("bob", store.StatusOffline))
 		alice := openSSE(t, c, n.base+"/sse/room/lobby?sid=alice-tab-1", n.token("alice", "Alice"))
 		bob := openSSE(t, c, n.base+"/sse/room/lobby?sid=bob-tab-1", n.token("bob", "Bob"))
 		alice.waitFor("bob joined", membersWith(2, "alice", "bob"))
+		watcher.waitFor("bob online", isStatus("bob", store.StatusOnline))
 		bob.close()
-		alice.waitAll("bob expired", membersWithout(1, "bob"), isStatus("bob", store.StatusOffline))
+		alice.waitFor("bob left", membersWithout(1, "bob"))
+		watcher.waitFor("bob expired", isStatus("bob", store.StatusOffline))
 	})
 }
 

@@ -39,12 +39,13 @@ type Config struct {
 	// Keepalive is the longest an SSE stream stays silent (≤ 30 s, well under
 	// the 60 s idle cut of common proxies).
 	Keepalive time.Duration
-	// LeaveGrace is the TTL a session gets when its stream closes without an
-	// explicit offline, so that a reload that comes straight back (same
-	// session id) does not flap leave/join.
-	// It is also when such a session leaves the closed stream's room, unless
-	// a stream of it for that room opened again on the node: a session that
-	// lives on (another room's stream, heartbeats) leaves no ghost behind.
+	// LeaveGrace is how long after a room stream closes without an explicit
+	// offline its session leaves that room, unless a stream of it for that
+	// room opened again on the node: a reload that comes straight back (same
+	// session id) does not flap leave/join, and a session that lives on
+	// (another room's stream, heartbeats) leaves no ghost behind. The
+	// session itself is not shortened: it expires TTL after its last sign
+	// of life.
 	LeaveGrace time.Duration
 	// LeaveDebounce delays how the HTML streams show a departure (a member
 	// leaving a room's stack, an offline dot): when it is over the current
@@ -193,7 +194,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.DurationVar(&c.Heartbeat, "heartbeat", envDur("PRESENCE_HEARTBEAT", c.Heartbeat), "heartbeat interval clients are told to use; < ttl (PRESENCE_HEARTBEAT)")
 	fs.DurationVar(&c.TypingTTL, "typing-ttl", envDur("PRESENCE_TYPING_TTL", c.TypingTTL), "typing mark lifetime without refresh (PRESENCE_TYPING_TTL)")
 	fs.DurationVar(&c.Keepalive, "keepalive", envDur("PRESENCE_KEEPALIVE", c.Keepalive), "SSE comment interval on idle streams, ≤ 30s (PRESENCE_KEEPALIVE)")
-	fs.DurationVar(&c.LeaveGrace, "leave-grace", envDur("PRESENCE_LEAVE_GRACE", c.LeaveGrace), "session TTL after a stream closes without an explicit offline; unless a stream of it reopens that room here, the session also leaves the room then (PRESENCE_LEAVE_GRACE)")
+	fs.DurationVar(&c.LeaveGrace, "leave-grace", envDur("PRESENCE_LEAVE_GRACE", c.LeaveGrace), "a session whose room stream closed without an explicit offline leaves that room this long after, unless a stream of it reopens the room here; the session itself still lives until --ttl after its last sign of life (PRESENCE_LEAVE_GRACE)")
 	fs.DurationVar(&c.LeaveDebounce, "leave-debounce", envDur("PRESENCE_LEAVE_DEBOUNCE", c.LeaveDebounce), "HTML streams show a departure (leaving the stack, offline dot) only if it still holds this long after; 0 = off (PRESENCE_LEAVE_DEBOUNCE)")
 	fs.StringVar(&origins, "allow-origin", env("PRESENCE_ALLOW_ORIGIN", ""), "comma-separated origins allowed to embed and call cross-origin (PRESENCE_ALLOW_ORIGIN)")
 	if err := fs.Parse(args); err != nil {
