@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -92,7 +93,16 @@ type Auth struct {
 	secret []byte
 	parser *jwt.Parser
 	now    func() time.Time
+
+	// cache holds tokens already verified, so that a heartbeat every 30 s
+	// does not parse and HMAC the same bytes again. A hit is the very same
+	// token string; its expiry is checked again on every hit.
+	cacheMu sync.Mutex
+	cache   map[string]Identity
 }
+
+// maxCachedTokens bounds the verified-token cache; when full it is emptied.
+const maxCachedTokens = 100_000
 
 // NewAuth returns an Auth for secret.
 func NewAuth(secret []byte) *Auth {
@@ -110,6 +120,26 @@ func NewAuth(secret []byte) *Auth {
 // Verify checks a token's signature, algorithm and expiry and returns who
 // holds it. Every failure wraps ErrBadToken.
 func (a *Auth) Verify(raw string) (Identity, error) {
+	a.cacheMu.Lock()
+	id, ok := a.cache[raw]
+	a.cacheMu.Unlock()
+	if ok && a.now().Before(id.Expires.Add(5*time.Second)) { // the parser's leeway
+		return id, nil
+	}
+	id, err := a.verify(raw)
+	if err != nil {
+		return id, err
+	}
+	a.cacheMu.Lock()
+	if a.cache == nil || len(a.cache) >= maxCachedTokens {
+		a.cache = make(map[string]Identity)
+	}
+	a.cache[raw] = id
+	a.cacheMu.Unlock()
+	return id, nil
+}
+
+func (a *Auth) verify(raw string) (Identity, error) {
 	var cl Claims
 	_, err := a.parser.ParseWithClaims(raw, &cl, func(*jwt.Token) (any, error) { return a.secret, nil })
 	if err != nil {

@@ -289,6 +289,7 @@ type streamWriter struct {
 	once     sync.Once
 	failed   atomic.Bool
 	last     atomic.Int64 // unix nanos of the last successful flush
+	armed    atomic.Int64 // unix nanos when the write deadline was last pushed forward
 }
 
 func newStreamWriter(w http.ResponseWriter, deadline time.Duration, fail func(error)) *streamWriter {
@@ -313,7 +314,7 @@ func (s *streamWriter) Write(p []byte) (int, error) {
 	if s.failed.Load() {
 		return 0, errStalled
 	}
-	_ = s.rc.SetWriteDeadline(time.Now().Add(s.deadline))
+	s.arm()
 	n, err := s.w.Write(p)
 	if err != nil {
 		s.failWith(err)
@@ -325,12 +326,25 @@ func (s *streamWriter) Flush() {
 	if s.failed.Load() {
 		return
 	}
-	_ = s.rc.SetWriteDeadline(time.Now().Add(s.deadline))
+	s.arm()
 	if err := s.rc.Flush(); err != nil {
 		s.failWith(err)
 		return
 	}
 	s.last.Store(time.Now().UnixNano())
+}
+
+// arm pushes the write deadline forward, at most once per deadline/8: every
+// event is several Writes into the response buffer plus a Flush, and each
+// SetWriteDeadline is a timer update. A write starting now still has at
+// least 7/8 of the deadline.
+func (s *streamWriter) arm() {
+	now := time.Now().UnixNano()
+	if now-s.armed.Load() < int64(s.deadline/8) {
+		return
+	}
+	s.armed.Store(now)
+	_ = s.rc.SetWriteDeadline(time.Unix(0, now).Add(s.deadline))
 }
 
 func (s *streamWriter) failWith(err error) {
