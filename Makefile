@@ -4,7 +4,7 @@ GO      ?= go
 PKGS    ?= ./...
 ADDR    ?= :8080
 
-.PHONY: run build test test-short bench generate check-generate lint vendor clean
+.PHONY: run build test test-short bench bench-full generate check-generate lint vendor clean
 
 ## run: the gateway with the embedded store and the dev demo at http://localhost:8080/
 run:
@@ -20,9 +20,14 @@ test: lint check-generate
 test-short:
 	$(GO) test -count=1 -short $(PKGS)
 
-## bench: Go benchmarks of the store (both backends)
+## bench: Go benchmarks of the store, then a quick load-tool set (cmd/presence-bench) on loopback, both
+## backends, about 5 min; results in bin/bench/. See BENCHMARKS.md.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./store/...
+	GO=$(GO) scripts/bench.sh
+
+## bench-full: the BENCHMARKS.md figures at full size (50,000 streams, 10,000 subscribers, …), about 30 min
+bench-full:
+	GO=$(GO) scripts/bench-full.sh
 
 generate:
 	$(GO) tool templ generate

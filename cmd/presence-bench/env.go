@@ -51,7 +51,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.keepalive, "keepalive", 15*time.Second, "gateway --keepalive")
 	fs.DurationVar(&c.sweep, "sweep-interval", 0, "own gateway, redis: the store's SweepInterval (0 = default 100ms; 1h = off, keyspace events only)")
 	fs.StringVar(&c.pprofDir, "pprof-dir", "", "own gateway: write CPU profiles of the measured phase into this directory")
-	fs.StringVar(&c.out, "out", "", "append one JSON line per result to this file")
+	fs.StringVar(&c.out, "out", "", "append one JSON line per result to this file (without it, the line goes to stdout)")
 	fs.StringVar(&c.logDir, "log-dir", "", "gateway and redis logs go here (default: a temp dir)")
 	fs.IntVar(&c.srcIPs, "src-ips", 4, "loopback source addresses used by stream clients (127.0.0.2 …)")
 	fs.StringVar(&c.label, "label", "", "free text stored with the results")
@@ -606,8 +606,9 @@ func (c *common) emit(r result) {
 	r.PSI = cpuPressure()
 	r.Label = c.label
 	b, _ := json.Marshal(r)
-	fmt.Println(string(b))
-	if c.out != "" {
+	if c.out == "" {
+		fmt.Println(string(b))
+	} else {
 		f, err := os.OpenFile(c.out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 		if err == nil {
 			f.Write(append(b, '\n'))

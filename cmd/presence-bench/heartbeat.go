@@ -126,9 +126,28 @@ func runHeartbeatCase(c *common, e *env, reqs [][]byte, conc int, duration, warm
 			"heartbeats_per_s": round1(float64(s.N) / el.Seconds()),
 			"latency":          s, "errors": errs.Load() - err0, "non200": non200.Load(),
 			"users": len(reqs), "conc": conc, "seconds": round2(el.Seconds()),
+			// CPU time per request is less sensitive to a busy machine than
+			// the rate: the figure to compare before/after a change.
+			"gateway_cpu_us_per_heartbeat": round1(cpuPerReq(cpu, "gateway", s.N, el)),
+			"redis_cpu_us_per_heartbeat":   round1(cpuPerReq(cpu, "redis", s.N, el)),
 		},
 		CPU: toAny(cpu), LoadAvg: load0,
 	})
+}
+
+// cpuPerReq is the CPU time (µs) that processes whose name starts with
+// prefix spent per request.
+func cpuPerReq(cpu map[string]float64, prefix string, n int, el time.Duration) float64 {
+	if n == 0 {
+		return 0
+	}
+	var pct float64
+	for k, v := range cpu {
+		if len(k) >= len(prefix) && k[:len(prefix)] == prefix {
+			pct += v
+		}
+	}
+	return pct / 100 * el.Seconds() * 1e6 / float64(n)
 }
 
 func toAny(m map[string]float64) map[string]any {

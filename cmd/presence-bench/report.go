@@ -71,7 +71,7 @@ func headline(r result) string {
 		}
 		return s + fmt.Sprintf("; keep-alives %v/s", f["keepalives_per_s"])
 	case "heartbeat":
-		return fmt.Sprintf("**%v heartbeats/s**, latency %s, errors %v", f["heartbeats_per_s"], dist(f["latency"]), f["errors"])
+		return fmt.Sprintf("**%v heartbeats/s**, latency %s, errors %v; CPU per heartbeat: gateway %v µs, redis %v µs", f["heartbeats_per_s"], dist(f["latency"]), f["errors"], f["gateway_cpu_us_per_heartbeat"], f["redis_cpu_us_per_heartbeat"])
 	case "fanout":
 		s := ""
 		if _, ok := f["from_at_all"]; ok {
@@ -83,12 +83,12 @@ func headline(r result) string {
 				s += fmt.Sprintf("; %s (from at): %s", g, dist(v))
 			}
 		}
-		return s + fmt.Sprintf("; %v/%v subscribers ready", f["ready"], f["subscribers"])
+		return s + fmt.Sprintf("; %v/%v subscribers ready; gateway CPU %v µs per delivery", f["ready"], f["subscribers"], f["gateway_cpu_us_per_delivery"])
 	case "lateness":
 		return fmt.Sprintf("deadline→receipt %s; event at − deadline %s; %v of %v offline events (missing %v)", dist(f["lateness"]), dist(f["at_minus_deadline"]), f["offline_events"], f["created"], f["missing"])
 	case "poll":
-		return fmt.Sprintf("staleness push %s; poll %s; ratio p50 %v×, mean %v×; bytes/client/hour at design rates: poll %v vs push %v (%v×)",
-			dist(f["staleness_push"]), dist(f["staleness_poll"]), f["staleness_ratio_p50"], f["staleness_ratio_mean"],
+		return fmt.Sprintf("intervals ×%v: staleness push %s; poll %s; ratio p50 %v× (at the design card's intervals: %v×), mean %v×; bytes/client/hour at design rates: poll %v vs push %v (%v×)",
+			f["scale"], dist(f["staleness_push"]), dist(f["staleness_poll"]), f["staleness_ratio_p50"], f["staleness_ratio_p50_at_design_intervals"], f["staleness_ratio_mean"],
 			f["design_card_poll_bytes_per_client_hour"], f["design_card_push_bytes_per_client_hour"], f["design_card_bytes_ratio"])
 	}
 	b, _ := json.Marshal(f)
