@@ -22,6 +22,8 @@ func (s *Server) storeError(err error) error {
 	switch {
 	case errors.Is(err, store.ErrInvalid):
 		return apiError(http.StatusBadRequest, err.Error())
+	case errors.Is(err, store.ErrLimit):
+		return apiError(http.StatusTooManyRequests, err.Error())
 	case errors.Is(err, context.Canceled):
 		return apiError(499, "client went away")
 	}

@@ -239,3 +239,28 @@ func TestCrossSiteCookieRequests(t *testing.T) {
 		t.Fatal("CORS granted to an origin not on the allow-list")
 	}
 }
+
+// TestSessionLimit: one token holder cannot open sessions without bound; the
+// one past the limit gets 429 and changes nothing, existing ones keep working.
+func TestSessionLimit(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		n := startNode(t, b.newStore(t))
+		c := newClient(t)
+		alice := n.token("alice", "Alice")
+		for i := range store.MaxSessionsPerUser {
+			mustOK(t, do(t, c, http.MethodPost, n.base+"/api/presence", alice, fmt.Sprintf(`{"status":"online","sessionId":"tab-%04d"}`, i)))
+		}
+		r := do(t, c, http.MethodPost, n.base+"/api/presence", alice, `{"status":"busy","sessionId":"tab-extra"}`)
+		if r.code != http.StatusTooManyRequests {
+			t.Fatalf("session past the limit: %d %s, want 429", r.code, r.body)
+		}
+		if msg, _ := r.json(t)["error"].(string); msg == "" {
+			t.Fatalf("429 without an error message: %s", r.body)
+		}
+		mustOK(t, do(t, c, http.MethodPost, n.base+"/api/presence", alice, `{"status":"online","sessionId":"tab-0000"}`))
+		r = do(t, c, http.MethodGet, n.base+"/api/presence?userIds=alice", alice, "")
+		if st := r.json(t)["presence"].(map[string]any)["alice"].(map[string]any)["status"]; st != "online" {
+			t.Fatalf("the refused busy session changed the status to %v", st)
+		}
+	})
+}

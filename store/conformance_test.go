@@ -59,6 +59,7 @@ func runConformance(t *testing.T, open opener) {
 		{"Metadata", testMetadata},
 		{"PresenceBatch", testPresenceBatch},
 		{"InvalidInput", testInvalidInput},
+		{"Limits", testLimits},
 		{"SlowSubscriber", testSlowSubscriber},
 		{"SubscriptionContext", testSubscriptionContext},
 		{"Close", testClose},
@@ -1363,4 +1364,38 @@ func testConcurrent(t *testing.T, open opener) {
 		}
 	}
 	noEvent(t, sub, quietWindow)
+}
+
+// testLimits: one user cannot grow without bound: a session past
+// MaxSessionsPerUser and a room past MaxRoomsPerSession are refused before
+// anything changes, while refreshing what exists keeps working.
+func testLimits(t *testing.T, open opener) {
+	s := open(t, stable())
+	ctx := context.Background()
+	for i := range MaxSessionsPerUser {
+		must(t, s.Heartbeat(ctx, hbeat(alice, fmt.Sprintf("sess-%04d", i), "")))
+	}
+	sub := mustSubscribe(t, s)
+	err := s.Heartbeat(ctx, hbeat(alice, "sess-extra", StatusBusy))
+	if !errors.Is(err, ErrTooManySessions) || !errors.Is(err, ErrLimit) {
+		t.Fatalf("session %d: err = %v, want ErrTooManySessions", MaxSessionsPerUser+1, err)
+	}
+	if err := s.Join(ctx, "lobby", hbeat(alice, "sess-extra", "")); !errors.Is(err, ErrTooManySessions) {
+		t.Fatalf("join from a session past the limit: err = %v, want ErrTooManySessions", err)
+	}
+	must(t, s.Heartbeat(ctx, hbeat(alice, "sess-0000", StatusAway))) // an existing one still refreshes
+	noEvent(t, sub, 300*time.Millisecond)                            // online stays the aggregate
+
+	for i := range MaxRoomsPerSession {
+		must(t, s.Join(ctx, fmt.Sprintf("room-%d", i), hbeat(bob, sid1, "")))
+	}
+	if err := s.Join(ctx, "one-too-many", hbeat(bob, sid1, "")); !errors.Is(err, ErrTooManyRooms) {
+		t.Fatalf("room %d: err = %v, want ErrTooManyRooms", MaxRoomsPerSession+1, err)
+	}
+	must(t, s.Join(ctx, "room-0", hbeat(bob, sid1, ""))) // rejoining one it is in is fine
+	if m, err := s.Members(ctx, "one-too-many"); err != nil || len(m) != 0 {
+		t.Fatalf("refused room has members %v, %v", m, err)
+	}
+	// Another session of the same user may join it.
+	must(t, s.Join(ctx, "one-too-many", hbeat(bob, sid2, "")))
 }

@@ -15,6 +15,12 @@ var (
 	ErrTooManyUsers      = invalid("at most 100 user ids per request")
 	ErrNoUsers           = invalid("at least one user id is required")
 
+	// ErrLimit is wrapped by the errors of a request that would take a user
+	// past a per-user limit; the gateway answers 429.
+	ErrLimit           = errors.New("limit reached")
+	ErrTooManySessions = limited("a user may have at most 32 live sessions")
+	ErrTooManyRooms    = limited("a session may be in at most 64 rooms")
+
 	// ErrSlowSubscriber closes a feed subscription that fell too far behind.
 	ErrSlowSubscriber = errors.New("subscriber too slow: events dropped, re-read state and subscribe again")
 	// ErrClosed is returned by a store that has been closed.
@@ -26,3 +32,9 @@ type validationError struct{ msg string }
 func invalid(msg string) error             { return &validationError{msg} }
 func (e *validationError) Error() string   { return e.msg }
 func (e *validationError) Is(t error) bool { return t == ErrInvalid }
+
+type limitError struct{ msg string }
+
+func limited(msg string) error        { return &limitError{msg} }
+func (e *limitError) Error() string   { return e.msg }
+func (e *limitError) Is(t error) bool { return t == ErrLimit }

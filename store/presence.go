@@ -20,7 +20,8 @@ import (
 // on the change feed (Subscribe) exactly once, however many gateway nodes
 // share the backend.
 type Store interface {
-	// Heartbeat creates or refreshes one session of a user: the session lives
+	// Heartbeat creates or refreshes one session of a user (a new one fails
+	// with ErrTooManySessions past MaxSessionsPerUser): the session lives
 	// until TTL (Heartbeat.TTL, or the store's default) after this call. An
 	// empty Heartbeat.Status keeps the session's current status (online for a
 	// new session). The user's profile (name, avatar) is updated from hb.User,
@@ -34,7 +35,8 @@ type Store interface {
 	EndSession(ctx context.Context, userID, sessionID string) error
 
 	// Join puts the session hb describes into a room, creating or refreshing
-	// the session exactly as Heartbeat does. A user is a member of a room while
+	// the session exactly as Heartbeat does (ErrTooManyRooms past
+	// MaxRoomsPerSession). A user is a member of a room while
 	// at least one of their live sessions has joined it.
 	Join(ctx context.Context, roomID string, hb Heartbeat) error
 
@@ -228,6 +230,12 @@ type Options struct {
 const (
 	MaxBatch    = 100  // users per Presence read
 	MaxMetadata = 2048 // bytes of metadata per user
+
+	// One token holder must not be able to make every refresh of their own
+	// (which reads all their sessions) or the shared Redis slow: these bound
+	// the work of one user.
+	MaxSessionsPerUser = 32
+	MaxRoomsPerSession = 64
 )
 
 // DefaultOptions are the contract's timing defaults.

@@ -107,8 +107,31 @@ func (m *MemoryStore) Heartbeat(ctx context.Context, hb Heartbeat) error {
 	if m.closed {
 		return ErrClosed
 	}
+	if err := m.checkLimitsLocked(hb, ""); err != nil {
+		return err
+	}
 	m.heartbeatLocked(hb, time.Now())
 	m.flushLocked()
+	return nil
+}
+
+// checkLimitsLocked refuses a new session past MaxSessionsPerUser and a new
+// room past MaxRoomsPerSession, before anything changes.
+func (m *MemoryStore) checkLimitsLocked(hb Heartbeat, roomID string) error {
+	u := m.users[hb.User.ID]
+	if u == nil {
+		return nil
+	}
+	s := u.sessions[hb.SessionID]
+	if s == nil {
+		if len(u.sessions) >= MaxSessionsPerUser {
+			return ErrTooManySessions
+		}
+		return nil
+	}
+	if _, in := s.rooms[roomID]; roomID != "" && !in && len(s.rooms) >= MaxRoomsPerSession {
+		return ErrTooManyRooms
+	}
 	return nil
 }
 
@@ -153,6 +176,9 @@ func (m *MemoryStore) Join(ctx context.Context, roomID string, hb Heartbeat) err
 	defer m.mu.Unlock()
 	if m.closed {
 		return ErrClosed
+	}
+	if err := m.checkLimitsLocked(hb, roomID); err != nil {
+		return err
 	}
 	now := time.Now()
 	s := m.heartbeatLocked(hb, now)

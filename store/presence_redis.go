@@ -259,9 +259,16 @@ func (s *RedisStore) heartbeat(ctx context.Context, hb Heartbeat, room string) e
 		s.userKey(uid, "user"), s.userKey(uid, "sess"), s.userKey(uid, "ttl:"+hb.SessionID),
 		s.key("deadlines"), s.roomKey(room, "members"),
 	}
-	return s.run(ctx, s.scripts.heartbeat, keys,
+	err := s.run(ctx, s.scripts.heartbeat, keys,
 		uid, hb.SessionID, hb.User.Name, hb.User.Avatar, string(hb.Status), hasMeta, meta,
-		max(ttl.Milliseconds(), 1), room).Err()
+		max(ttl.Milliseconds(), 1), room, MaxSessionsPerUser, MaxRoomsPerSession).Err()
+	if err != nil && strings.Contains(err.Error(), "PRESENCE_LIMIT sessions") {
+		return ErrTooManySessions
+	}
+	if err != nil && strings.Contains(err.Error(), "PRESENCE_LIMIT rooms") {
+		return ErrTooManyRooms
+	}
+	return err
 }
 
 // EndSession implements Store.

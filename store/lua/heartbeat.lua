@@ -4,7 +4,8 @@
 -- ARGV[1..3] see lib.lua; ARGV[4] user id; ARGV[5] session id; ARGV[6] name;
 -- ARGV[7] avatar; ARGV[8] status ("" keeps the session's); ARGV[9] "1" when
 -- ARGV[10] (metadata JSON) replaces the user's metadata; ARGV[11] ttl ms;
--- ARGV[12] room to join ("" for none).
+-- ARGV[12] room to join ("" for none); ARGV[13] most sessions per user;
+-- ARGV[14] most rooms per session.
 -- Returns the user's status after the call.
 local uid, sid = ARGV[4], ARGV[5]
 local ttl = tonumber(ARGV[11])
@@ -12,12 +13,18 @@ local room = ARGV[12]
 
 local from = published_status(uid)
 local raw = redis.call('HGET', KEYS[2], sid)
+if not raw and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[13]) then
+  return redis.error_reply('PRESENCE_LIMIT sessions')
+end
 local rec
 if raw then rec = cjson.decode(raw) else rec = { s = 'online', r = {} } end
 local previous = raw and rec.s
 if ARGV[8] ~= '' then rec.s = ARGV[8] end
 rec.d = NOW + ttl
 local joining = room ~= '' and not has(rec.r, room)
+if joining and #rec.r >= tonumber(ARGV[14]) then
+  return redis.error_reply('PRESENCE_LIMIT rooms')
+end
 if joining then rec.r[#rec.r + 1] = room end
 redis.call('HSET', KEYS[2], sid, cjson.encode(rec))
 redis.call('SET', KEYS[3], '1', 'PX', ttl)
