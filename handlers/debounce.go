@@ -111,8 +111,12 @@ func (h *hub) noteSnapshotLocked(rs *roomState, current []store.Member, seq uint
 // window just ended (over). held must be a fresh slice: renders keep the
 // previous one.
 func (h *hub) holdGoneLocked(rs *roomState, held []heldMember, in, over map[string]bool, seq uint64, now time.Time) []heldMember {
+	already := make(map[string]bool, len(held))
+	for _, hm := range held {
+		already[hm.member.ID] = true
+	}
 	for i, m := range rs.shown {
-		if in[m.ID] || over[m.ID] || slices.ContainsFunc(held, func(hm heldMember) bool { return hm.member.ID == m.ID }) {
+		if in[m.ID] || over[m.ID] || already[m.ID] {
 			continue
 		}
 		held = append(held, heldMember{member: m, idx: i, since: seq, until: now.Add(h.debounce)})
@@ -161,18 +165,30 @@ type pendingDot struct {
 	conns map[*conn]struct{}
 }
 
+// dotDue is a pending dot's place in the due order. Every pending dot is
+// due one debounce window after it was created, so creation order is due
+// order and a FIFO replaces any search for the earliest: a mass expiry of n
+// users costs O(n) on the feed goroutine, not O(n²).
+type dotDue struct {
+	userID string
+	until  time.Time
+}
+
 // deferOfflineDot holds an offline dot for conns (feed goroutine only).
 func (h *hub) deferOfflineDot(user store.Profile, conns []*conn, now time.Time) {
 	p := h.dots[user.ID]
 	if p == nil {
 		p = &pendingDot{until: now.Add(h.debounce), conns: make(map[*conn]struct{}, len(conns))}
 		h.dots[user.ID] = p
+		h.dotQueue = append(h.dotQueue, dotDue{userID: user.ID, until: p.until})
+		if len(h.dotQueue) == 1 {
+			h.dotTimer.Reset(h.debounce)
+		}
 	}
 	p.user = user
 	for _, c := range conns {
 		p.conns[c] = struct{}{}
 	}
-	h.resetDotTimer(now)
 }
 
 // takePendingDot ends a user's pending offline dot because a newer status
@@ -198,9 +214,13 @@ func (h *hub) takePendingDot(userID string, conns []*conn) []*conn {
 // offline, since any later status would have taken the pending dot (feed
 // goroutine only).
 func (h *hub) flushDots(now time.Time) {
-	for id, p := range h.dots {
-		if now.Before(p.until) {
-			continue
+	for len(h.dotQueue) > 0 && !now.Before(h.dotQueue[0].until) {
+		due := h.dotQueue[0]
+		h.dotQueue = h.dotQueue[1:]
+		id := due.userID
+		p := h.dots[id]
+		if p == nil || !p.until.Equal(due.until) {
+			continue // the user came back (and maybe left again: that has its own entry)
 		}
 		delete(h.dots, id)
 		h.m.debounced.WithLabelValues("dot", "shown").Inc()
@@ -212,7 +232,11 @@ func (h *hub) flushDots(now time.Time) {
 			}
 		}
 	}
-	h.resetDotTimer(now)
+	if len(h.dotQueue) == 0 {
+		h.dotQueue = nil // let the drained backing array go
+		return
+	}
+	h.dotTimer.Reset(max(h.dotQueue[0].until.Sub(now), 0))
 }
 
 // clearDots forgets every pending dot: after a resync every stream has
@@ -220,20 +244,6 @@ func (h *hub) flushDots(now time.Time) {
 // that would have taken them (feed goroutine only).
 func (h *hub) clearDots() {
 	clear(h.dots)
+	h.dotQueue = nil
 	h.dotTimer.Stop()
-}
-
-// resetDotTimer arms the dot timer for the earliest pending dot.
-func (h *hub) resetDotTimer(now time.Time) {
-	var due time.Time
-	for _, p := range h.dots {
-		if due.IsZero() || p.until.Before(due) {
-			due = p.until
-		}
-	}
-	if due.IsZero() {
-		h.dotTimer.Stop()
-		return
-	}
-	h.dotTimer.Reset(max(due.Sub(now), 0))
 }

@@ -62,6 +62,7 @@ type hub struct {
 	// (run) touches them.
 	dots     map[string]*pendingDot
 	dotTimer *time.Timer
+	dotQueue []dotDue // pending dots in due order (feed goroutine only)
 }
 
 // roomState is a room with at least one open connection on this node.
