@@ -94,19 +94,29 @@ func NewMemory(opts Options) *MemoryStore {
 	return m
 }
 
+// lockOpen takes the lock for a call, unless the call's context is done or
+// the store is closed; on success the caller holds m.mu.
+func (m *MemoryStore) lockOpen(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	return nil
+}
+
 // Heartbeat implements Store.
 func (m *MemoryStore) Heartbeat(ctx context.Context, hb Heartbeat) error {
 	if err := validateHeartbeat(hb); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := m.lockOpen(ctx); err != nil {
 		return err
 	}
-	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
-		return ErrClosed
-	}
 	if err := m.checkLimitsLocked(hb, ""); err != nil {
 		return err
 	}
@@ -140,14 +150,10 @@ func (m *MemoryStore) EndSession(ctx context.Context, userID, sessionID string) 
 	if err := validateSession(userID, sessionID); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := m.lockOpen(ctx); err != nil {
 		return err
 	}
-	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
-		return ErrClosed
-	}
 	u := m.users[userID]
 	if u == nil {
 		return nil
@@ -169,14 +175,10 @@ func (m *MemoryStore) Join(ctx context.Context, roomID string, hb Heartbeat) err
 	if err := validateHeartbeat(hb); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := m.lockOpen(ctx); err != nil {
 		return err
 	}
-	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
-		return ErrClosed
-	}
 	if err := m.checkLimitsLocked(hb, roomID); err != nil {
 		return err
 	}
@@ -205,14 +207,10 @@ func (m *MemoryStore) Leave(ctx context.Context, roomID, userID, sessionID strin
 	if err := validateRoomSession(roomID, userID, sessionID); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := m.lockOpen(ctx); err != nil {
 		return err
 	}
-	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
-		return ErrClosed
-	}
 	u := m.users[userID]
 	if u == nil {
 		return nil
@@ -237,14 +235,10 @@ func (m *MemoryStore) SetTyping(ctx context.Context, roomID string, user Profile
 	if err := validateProfile(user); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := m.lockOpen(ctx); err != nil {
 		return err
 	}
-	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
-		return ErrClosed
-	}
 	now := time.Now()
 	if typing {
 		r := m.roomLocked(roomID)
@@ -282,14 +276,10 @@ func (m *MemoryStore) Presence(ctx context.Context, userIDs []string) (map[strin
 	if err := validateUserIDs(userIDs); err != nil {
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := m.lockOpen(ctx); err != nil {
 		return nil, err
 	}
-	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
-		return nil, ErrClosed
-	}
 	out := make(map[string]*Presence, len(userIDs))
 	for _, id := range userIDs {
 		u := m.users[id]
@@ -312,14 +302,10 @@ func (m *MemoryStore) Members(ctx context.Context, roomID string) ([]Member, err
 	if !ValidRoomID(roomID) {
 		return nil, ErrInvalidRoomID
 	}
-	if err := ctx.Err(); err != nil {
+	if err := m.lockOpen(ctx); err != nil {
 		return nil, err
 	}
-	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
-		return nil, ErrClosed
-	}
 	r := m.rooms[roomID]
 	if r == nil || len(r.members) == 0 {
 		return []Member{}, nil
@@ -341,14 +327,10 @@ func (m *MemoryStore) Typing(ctx context.Context, roomID string) ([]Typist, erro
 	if !ValidRoomID(roomID) {
 		return nil, ErrInvalidRoomID
 	}
-	if err := ctx.Err(); err != nil {
+	if err := m.lockOpen(ctx); err != nil {
 		return nil, err
 	}
-	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
-		return nil, ErrClosed
-	}
 	r := m.rooms[roomID]
 	if r == nil {
 		return []Typist{}, nil
