@@ -56,15 +56,7 @@ func (s *Server) userState(c echo.Context, id string) (store.Profile, store.Stat
 	if err != nil {
 		return store.Profile{}, "", s.storeError(err)
 	}
-	p := store.Profile{ID: id}
-	st := store.StatusOffline
-	if pr := ps[id]; pr != nil {
-		p = pr.Profile
-		p.ID = id
-		if pr.Status != "" {
-			st = pr.Status
-		}
-	}
+	p, st := shownAs(id, ps[id])
 	return p, st, nil
 }
 

@@ -693,15 +693,8 @@ func (h *hub) snapshotUsers(ctx context.Context, c *conn, initial bool) {
 	}
 	msgs := make([]outMsg, 0, len(c.ids))
 	for _, id := range c.ids {
-		p := ps[id]
-		d := &dotRender{ctx: h.ctx, user: store.Profile{ID: id}, status: store.StatusOffline, pub: h.pub}
-		if p != nil {
-			d.user = p.Profile
-			d.user.ID = id
-			if p.Status != "" {
-				d.status = p.Status
-			}
-		}
+		user, status := shownAs(id, ps[id])
+		d := &dotRender{ctx: h.ctx, user: user, status: status, pub: h.pub}
 		if b := d.dot(c.dotSize, c.dotLabel); b != nil {
 			msgs = append(msgs, outMsg{event: dotEvent(id), data: b, seq: seq})
 		}

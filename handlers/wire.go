@@ -55,23 +55,31 @@ func ms(t time.Time) int64 {
 	return t.UnixMilli()
 }
 
+// shownAs is how a user read from the store is shown: their profile under
+// the id that was asked for, and offline when they are unknown (p == nil) or
+// have no status.
+func shownAs(id string, p *store.Presence) (store.Profile, store.Status) {
+	prof, st := store.Profile{ID: id}, store.StatusOffline
+	if p != nil {
+		prof = p.Profile
+		prof.ID = id
+		if p.Status != "" {
+			st = p.Status
+		}
+	}
+	return prof, st
+}
+
 func toPresence(id string, p *store.Presence) *presenceJSON {
 	if p == nil {
 		return nil
 	}
-	uid := p.ID
-	if uid == "" {
-		uid = id
-	}
-	st := p.Status
-	if st == "" {
-		st = store.StatusOffline
-	}
+	prof, st := shownAs(id, p)
 	var md json.RawMessage
 	if len(bytes.TrimSpace(p.Metadata)) > 0 {
 		md = p.Metadata
 	}
-	return &presenceJSON{UserID: uid, Name: orID(p.Name, uid), Avatar: p.Avatar, Status: st, LastSeen: ms(p.LastSeen), Metadata: md}
+	return &presenceJSON{UserID: prof.ID, Name: prof.DisplayName(), Avatar: prof.Avatar, Status: st, LastSeen: ms(p.LastSeen), Metadata: md}
 }
 
 func toMembers(members []store.Member) []memberJSON {
