@@ -52,9 +52,9 @@ func (s *Server) postPresence(c echo.Context) error {
 	if req.Status == store.StatusOffline {
 		// Mark first: an open stream of this session must not bring the
 		// session back with its refresh.
-		s.hub.sessionEnded(id.User.ID, req.SessionID)
+		s.keeper.SessionEnded(id.User.ID, req.SessionID)
 		if err := s.store.EndSession(ctx, id.User.ID, req.SessionID); err != nil {
-			s.hub.sessionActive(id.User.ID, req.SessionID) // it did not end
+			s.keeper.SessionActive(id.User.ID, req.SessionID) // it did not end
 			return s.storeError(err)
 		}
 		return c.JSON(http.StatusOK, success)
@@ -64,7 +64,7 @@ func (s *Server) postPresence(c echo.Context) error {
 		return s.storeError(err)
 	}
 	s.m.heartbeats.WithLabelValues("api").Inc()
-	s.hub.sessionActive(id.User.ID, req.SessionID)
+	s.keeper.SessionActive(id.User.ID, req.SessionID)
 	return c.JSON(http.StatusOK, success)
 }
 

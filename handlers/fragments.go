@@ -9,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/presenced/presenced/internal/config"
+	"github.com/presenced/presenced/internal/hub"
 	"github.com/presenced/presenced/store"
 	"github.com/presenced/presenced/views"
 )
@@ -56,7 +57,7 @@ func (s *Server) userState(c echo.Context, id string) (store.Profile, store.Stat
 	if err != nil {
 		return store.Profile{}, "", s.storeError(err)
 	}
-	p, st := shownAs(id, ps[id])
+	p, st := hub.ShownAs(id, ps[id])
 	return p, st, nil
 }
 

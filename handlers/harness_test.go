@@ -132,6 +132,7 @@ type node struct {
 	srv  *Server
 	st   store.Store
 	base string
+	mc   *http.Client // for metric scrapes
 }
 
 func startNode(t testing.TB, st store.Store, mutate ...func(*config.Config)) *node {
@@ -500,7 +501,10 @@ var metricLine = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S
 // every given "k=\"v\"" pair.
 func (n *node) metric(name string, labels ...string) float64 {
 	n.t.Helper()
-	r := do(n.t, newClient(n.t), http.MethodGet, n.base+"/metrics", "", "")
+	if n.mc == nil {
+		n.mc = newClient(n.t)
+	}
+	r := do(n.t, n.mc, http.MethodGet, n.base+"/metrics", "", "")
 	mustOK(n.t, r)
 	var sum float64
 	for _, line := range strings.Split(string(r.body), "\n") {

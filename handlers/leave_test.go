@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presenced/presenced/internal/config"
-	"github.com/presenced/presenced/store"
 )
 
 // roomMembers lists a room's member ids through GET /api/presence/room/{id}.
@@ -243,31 +241,4 @@ func TestCrossNodeReconnectHeals(t *testing.T) {
 			t.Fatalf("bob is %v, want online", st)
 		}
 	})
-}
-
-// Shutdown drops the scheduled leaves (goleak checks no timer goroutine is
-// left) and, like for open streams, leaves sessions alone.
-func TestShutdownDropsScheduledLeaves(t *testing.T) {
-	st := store.NewMemory(storeOptions())
-	t.Cleanup(func() { _ = st.Close() })
-	n := startNode(t, st, func(c *config.Config) { c.LeaveGrace = time.Minute })
-	c := newClient(t)
-	bobTok := n.token("bob", "Bob")
-	y := openSSE(t, c, n.base+"/sse/room/y?sid=bob-tab-1", bobTok)
-	y.waitFor("y state", membersWith(1, "bob"))
-	x := openSSE(t, c, n.base+"/sse/room/x?sid=bob-tab-1", bobTok)
-	x.waitFor("x state", membersWith(1, "bob"))
-	x.close()
-	eventually(t, "leave scheduled", func() bool {
-		n.srv.hub.mu.Lock()
-		defer n.srv.hub.mu.Unlock()
-		return len(n.srv.hub.leaves) == 1
-	})
-	n.shutdown()
-	n.srv.hub.mu.Lock()
-	left := len(n.srv.hub.leaves)
-	n.srv.hub.mu.Unlock()
-	if left != 0 {
-		t.Fatalf("%d leaves still scheduled after shutdown", left)
-	}
 }

@@ -11,17 +11,11 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	openStreams     *prometheus.GaugeVec
-	heartbeats      *prometheus.CounterVec
-	published       *prometheus.CounterVec
-	delivered       *prometheus.CounterVec
-	dropped         *prometheus.CounterVec
-	feedEvents      *prometheus.CounterVec
-	resyncs         prometheus.Counter
-	fanout          *prometheus.HistogramVec
-	offlineLateness prometheus.Histogram
-	debounced       *prometheus.CounterVec
-	ghostLeaves     prometheus.Counter
+	openStreams *prometheus.GaugeVec
+	heartbeats  *prometheus.CounterVec
+	delivered   *prometheus.CounterVec
+	dropped     *prometheus.CounterVec
+	ghostLeaves prometheus.Counter
 
 	// deliveredBy caches the delivered counter of each known event name:
 	// it is bumped once per connection per event, the hottest path there is.
@@ -52,10 +46,6 @@ func newMetrics() *metrics {
 			Name: "presenced_heartbeats_total",
 			Help: "Session refreshes: api = POST /api/presence, stream = an open room stream keeping its session alive.",
 		}, []string{"source"}),
-		published: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "presenced_events_published_total",
-			Help: "SSE events rendered by the hub (once per change, before fan-out), by event.",
-		}, []string{"event"}),
 		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "presenced_events_delivered_total",
 			Help: "SSE events queued to a connection, by event.",
@@ -64,28 +54,6 @@ func newMetrics() *metrics {
 			Name: "presenced_streams_dropped_total",
 			Help: "SSE streams closed by the server, by reason (slow: its queue was full; stalled: a write missed its deadline; no_state: its state could not be read; token_expired: its token expired; shutdown).",
 		}, []string{"reason"}),
-		feedEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "presenced_feed_events_total",
-			Help: "Events read from the store's change feed, by kind.",
-		}, []string{"kind"}),
-		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "presenced_feed_resyncs_total",
-			Help: "Times every open stream was re-sent its state (feed resync, slow or lost feed subscription).",
-		}),
-		fanout: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "presenced_fanout_duration_seconds",
-			Help:    "Time to render one change and queue it to every interested connection, by scope (room, user).",
-			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
-		}, []string{"scope"}),
-		offlineLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "presenced_offline_lateness_seconds",
-			Help:    "For offline transitions caused by expiry: when this node got the event minus when the session was due to expire.",
-			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}),
-		debounced: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "presenced_departures_debounced_total",
-			Help: "Departures the HTML streams held back for --leave-debounce, by what was held (member: leaving a room's stack; dot: an offline dot) and outcome (returned: back within the window, nothing shown; shown: still gone, shown after it).",
-		}, []string{"kind", "outcome"}),
 		ghostLeaves: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presenced_stream_room_leaves_total",
 			Help: "Leaves of a (session, room) whose room stream closed without an explicit offline and was not reopened on this node within --leave-grace (a room switch, an embed removed, a tab gone without a goodbye); a no-op in the store when the session had expired meanwhile.",
@@ -94,24 +62,21 @@ func newMetrics() *metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.openStreams, m.heartbeats, m.published, m.delivered, m.dropped,
-		m.feedEvents, m.resyncs, m.fanout, m.offlineLateness, m.debounced, m.ghostLeaves,
+		m.openStreams, m.heartbeats, m.delivered, m.dropped, m.ghostLeaves,
 	)
 	m.deliveredBy = make(map[string]prometheus.Counter, len(streamEvents))
 	for _, e := range streamEvents {
 		m.deliveredBy[e] = m.delivered.WithLabelValues(e)
 	}
 	// Make the series exist from the start, so dashboards see zeros.
-	for _, k := range []string{"room", "users"} {
+	for _, k := range []string{"room", "watch", "users"} {
 		m.openStreams.WithLabelValues(k)
 	}
 	for _, s := range []string{"api", "stream"} {
 		m.heartbeats.WithLabelValues(s)
 	}
-	for _, k := range []string{"member", "dot"} {
-		for _, o := range []string{"returned", "shown"} {
-			m.debounced.WithLabelValues(k, o)
-		}
+	for _, r := range []string{"slow", "stalled", "no_state", "token_expired", "shutdown"} {
+		m.dropped.WithLabelValues(r)
 	}
 	return m
 }

@@ -19,10 +19,11 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/r3labs/sse/v2"
 
 	presenced "github.com/presenced/presenced"
 	"github.com/presenced/presenced/internal/config"
+	"github.com/presenced/presenced/internal/hub"
+	"github.com/presenced/presenced/internal/session"
 	"github.com/presenced/presenced/store"
 )
 
@@ -34,8 +35,8 @@ type Server struct {
 	log    *slog.Logger
 	auth   *Auth
 	m      *metrics
-	sse    *sse.Server
-	hub    *hub
+	hub    *hub.Hub
+	keeper *session.Keeper
 	static staticFiles
 	echo   *echo.Echo
 	http   *http.Server
@@ -76,10 +77,18 @@ func New(cfg config.Config, st store.Store, log *slog.Logger) (*Server, error) {
 		cfg: cfg, store: st, log: log,
 		auth:   NewAuth(cfg.Secret),
 		m:      newMetrics(),
-		sse:    newSSEServer(),
 		static: files,
 	}
-	s.hub = newHub(st, s.sse, s.m, log, hubTimings{coalesce: cfg.Coalesce, debounce: cfg.LeaveDebounce})
+	hm := hub.NewMetrics()
+	s.m.reg.MustRegister(hm.Collectors()...)
+	s.hub = hub.New(st, renderer{}, log, hm, hub.Options{
+		Coalesce: cfg.Coalesce, Debounce: cfg.LeaveDebounce, Keepalive: cfg.Keepalive,
+	})
+	s.keeper = session.New(st, log, session.Options{
+		Refresh: cfg.RefreshInterval(), Hold: cfg.TTL, Grace: cfg.LeaveGrace,
+	})
+	s.keeper.OnRefresh = func(n int) { s.m.heartbeats.WithLabelValues("stream").Add(float64(n)) }
+	s.keeper.OnDetach = s.m.ghostLeaves.Inc
 	s.echo = s.routes()
 	s.http = &http.Server{
 		Handler: s.echo,
@@ -125,8 +134,10 @@ func (s *Server) routes() *echo.Echo {
 	e.POST("/api/presence/room/:roomId/typing", s.postTyping, auth)
 	e.GET("/api/presence/room/:roomId/typing", s.getTyping, auth)
 
-	// The room stream changes state (it joins the room): cookie-authenticated
-	// ones get the cross-site check too.
+	// Streams that join a room change state: cookie-authenticated ones get
+	// the cross-site check too (a watch-only or users stream does as well:
+	// one rule for every stream is simpler to reason about).
+	e.GET("/sse", s.stream, s.requireAuth(true))
 	e.GET("/sse/room/:roomId", s.roomStream, s.requireAuth(true))
 	e.GET("/sse/users", s.usersStream, auth)
 
@@ -149,14 +160,15 @@ func (s *Server) routes() *echo.Echo {
 // (":0" picks a free port; see Addr). It returns once the server accepts
 // connections.
 func (s *Server) Start() error {
-	if err := s.hub.start(); err != nil {
+	if err := s.hub.Start(); err != nil {
 		return fmt.Errorf("subscribe to the store feed: %w", err)
 	}
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
-		s.hub.close()
+		s.hub.Close(errShutdown)
 		return err
 	}
+	s.keeper.Start()
 	s.ln = ln
 	s.serveErr = make(chan error, 1)
 	go func() {
@@ -195,16 +207,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	s.stopOnce.Do(func() {
 		s.closing.Store(true)
-		s.hub.closeConns(errShutdown)
+		s.hub.CloseSubscribers(errShutdown)
 		err = s.http.Shutdown(ctx)
 		if err != nil {
 			// Streams that did not end in time: cut them.
 			_ = s.http.Close()
 		}
-		s.hub.close()
-		// No sse.Server.Close: every stream is removed by its own handler
-		// once r3labs has unsubscribed it; closing streams with clients
-		// still attached would strand r3labs' per-client goroutines.
+		s.keeper.Close()
+		s.hub.Close(errShutdown)
 	})
 	return err
 }
@@ -225,7 +235,7 @@ func (s *Server) readyz(c echo.Context) error {
 	if err := s.store.Ready(ctx); err != nil {
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "store: " + err.Error()})
 	}
-	if !s.hub.subscribed.Load() {
+	if !s.hub.Subscribed() {
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "change feed not subscribed"})
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/presenced/presenced/internal/hub"
 	"github.com/presenced/presenced/store"
 )
 
@@ -55,26 +56,11 @@ func ms(t time.Time) int64 {
 	return t.UnixMilli()
 }
 
-// shownAs is how a user read from the store is shown: their profile under
-// the id that was asked for, and offline when they are unknown (p == nil) or
-// have no status.
-func shownAs(id string, p *store.Presence) (store.Profile, store.Status) {
-	prof, st := store.Profile{ID: id}, store.StatusOffline
-	if p != nil {
-		prof = p.Profile
-		prof.ID = id
-		if p.Status != "" {
-			st = p.Status
-		}
-	}
-	return prof, st
-}
-
 func toPresence(id string, p *store.Presence) *presenceJSON {
 	if p == nil {
 		return nil
 	}
-	prof, st := shownAs(id, p)
+	prof, st := hub.ShownAs(id, p)
 	var md json.RawMessage
 	if len(bytes.TrimSpace(p.Metadata)) > 0 {
 		md = p.Metadata
@@ -109,8 +95,10 @@ func orID(name, id string) string {
 
 // roomSyncJSON is the room stream's `sync` event: the whole state.
 type roomSyncJSON struct {
+	Topic       string       `json:"topic"`
 	Room        string       `json:"room"`
 	SessionID   string       `json:"sessionId,omitempty"`
+	Member      bool         `json:"member"` // false on a watch-only stream
 	Members     []memberJSON `json:"members"`
 	Count       int          `json:"count"`
 	TypingUsers []typistJSON `json:"typingUsers"`
@@ -119,6 +107,7 @@ type roomSyncJSON struct {
 // usersSyncJSON is the users stream's `sync` event: every watched user, as
 // GET /api/presence answers (null for a user never seen).
 type usersSyncJSON struct {
+	Topic    string                   `json:"topic"`
 	Presence map[string]*presenceJSON `json:"presence"`
 }
 

@@ -1,6 +1,7 @@
-package handlers
+package hub
 
 import (
+	"maps"
 	"slices"
 	"time"
 
@@ -51,8 +52,8 @@ type heldMember struct {
 // that are back end; holds whose window is over end (the render shows the
 // departure); members last shown and now gone become held. A read older
 // than the room's last shown state changes nothing (a newer one decided).
-func (h *hub) settleLocked(rs *roomState, current []store.Member, seq uint64, now time.Time) []heldMember {
-	if h.debounce <= 0 {
+func (h *Hub) settleLocked(rs *roomState, current []store.Member, seq uint64, now time.Time) []heldMember {
+	if h.opt.Debounce <= 0 {
 		return nil
 	}
 	in := memberSet(current)
@@ -70,10 +71,10 @@ func (h *hub) settleLocked(rs *roomState, current []store.Member, seq uint64, no
 	for _, hm := range rs.held {
 		switch {
 		case in[hm.member.ID]:
-			h.m.debounced.WithLabelValues("member", "returned").Inc()
+			h.metrics.Debounced.WithLabelValues("member", "returned").Inc()
 		case !now.Before(hm.until):
 			// Shown gone now: not to be held again.
-			h.m.debounced.WithLabelValues("member", "shown").Inc()
+			h.metrics.Debounced.WithLabelValues("member", "shown").Inc()
 			if over == nil {
 				over = map[string]bool{}
 			}
@@ -93,8 +94,8 @@ func (h *hub) settleLocked(rs *roomState, current []store.Member, seq uint64, no
 // snapshot's own connections never get them back), and what it showed is
 // remembered. It never ends a hold: the room worker does, with a render
 // that every older connection gets.
-func (h *hub) noteSnapshotLocked(rs *roomState, current []store.Member, seq uint64, now time.Time) {
-	if h.debounce <= 0 || seq < rs.shownSeq {
+func (h *Hub) noteSnapshotLocked(rs *roomState, current []store.Member, seq uint64, now time.Time) {
+	if h.opt.Debounce <= 0 || seq < rs.shownSeq {
 		return
 	}
 	before := len(rs.held)
@@ -110,7 +111,7 @@ func (h *hub) noteSnapshotLocked(rs *roomState, current []store.Member, seq uint
 // is neither in the read (in), nor held already, nor a departure whose
 // window just ended (over). held must be a fresh slice: renders keep the
 // previous one.
-func (h *hub) holdGoneLocked(rs *roomState, held []heldMember, in, over map[string]bool, seq uint64, now time.Time) []heldMember {
+func (h *Hub) holdGoneLocked(rs *roomState, held []heldMember, in, over map[string]bool, seq uint64, now time.Time) []heldMember {
 	already := make(map[string]bool, len(held))
 	for _, hm := range held {
 		already[hm.member.ID] = true
@@ -119,7 +120,7 @@ func (h *hub) holdGoneLocked(rs *roomState, held []heldMember, in, over map[stri
 		if in[m.ID] || over[m.ID] || already[m.ID] {
 			continue
 		}
-		held = append(held, heldMember{member: m, idx: i, since: seq, until: now.Add(h.debounce)})
+		held = append(held, heldMember{member: m, idx: i, since: seq, until: now.Add(h.opt.Debounce)})
 	}
 	return held
 }
@@ -162,7 +163,7 @@ func memberSet(ms []store.Member) map[string]bool {
 type pendingDot struct {
 	user  store.Profile
 	until time.Time
-	conns map[*conn]struct{}
+	conns map[*Subscriber]struct{}
 }
 
 // dotDue is a pending dot's place in the due order. Every pending dot is
@@ -175,14 +176,14 @@ type dotDue struct {
 }
 
 // deferOfflineDot holds an offline dot for conns (feed goroutine only).
-func (h *hub) deferOfflineDot(user store.Profile, conns []*conn, now time.Time) {
+func (h *Hub) deferOfflineDot(user store.Profile, conns []*Subscriber, now time.Time) {
 	p := h.dots[user.ID]
 	if p == nil {
-		p = &pendingDot{until: now.Add(h.debounce), conns: make(map[*conn]struct{}, len(conns))}
+		p = &pendingDot{until: now.Add(h.opt.Debounce), conns: make(map[*Subscriber]struct{}, len(conns))}
 		h.dots[user.ID] = p
 		h.dotQueue = append(h.dotQueue, dotDue{userID: user.ID, until: p.until})
 		if len(h.dotQueue) == 1 {
-			h.dotTimer.Reset(h.debounce)
+			h.dotTimer.Reset(h.opt.Debounce)
 		}
 	}
 	p.user = user
@@ -194,13 +195,13 @@ func (h *hub) deferOfflineDot(user store.Profile, conns []*conn, now time.Time) 
 // takePendingDot ends a user's pending offline dot because a newer status
 // came (the user is back): it returns conns plus those the dot was owed to,
 // which get the newer dot instead (feed goroutine only).
-func (h *hub) takePendingDot(userID string, conns []*conn) []*conn {
+func (h *Hub) takePendingDot(userID string, conns []*Subscriber) []*Subscriber {
 	p := h.dots[userID]
 	if p == nil {
 		return conns
 	}
 	delete(h.dots, userID)
-	h.m.debounced.WithLabelValues("dot", "returned").Inc()
+	h.metrics.Debounced.WithLabelValues("dot", "returned").Inc()
 	for _, c := range conns {
 		delete(p.conns, c)
 	}
@@ -213,7 +214,7 @@ func (h *hub) takePendingDot(userID string, conns []*conn) []*conn {
 // flushDots sends the offline dots whose window is over: the user is still
 // offline, since any later status would have taken the pending dot (feed
 // goroutine only).
-func (h *hub) flushDots(now time.Time) {
+func (h *Hub) flushDots(now time.Time) {
 	for len(h.dotQueue) > 0 && !now.Before(h.dotQueue[0].until) {
 		due := h.dotQueue[0]
 		h.dotQueue = h.dotQueue[1:]
@@ -223,14 +224,9 @@ func (h *hub) flushDots(now time.Time) {
 			continue // the user came back (and maybe left again: that has its own entry)
 		}
 		delete(h.dots, id)
-		h.m.debounced.WithLabelValues("dot", "shown").Inc()
-		d := &dotRender{ctx: h.ctx, user: p.user, status: store.StatusOffline, pub: h.pub}
-		name := dotEvent(id)
-		for c := range p.conns {
-			if b := d.dot(c.dotSize, c.dotLabel); b != nil {
-				c.deliver(outMsg{event: name, data: b})
-			}
-		}
+		h.metrics.Debounced.WithLabelValues("dot", "shown").Inc()
+		d := &dotFrame{user: p.user, status: store.StatusOffline}
+		h.pushDots(d, slices.Collect(maps.Keys(p.conns)), "", h.seq.Add(1))
 	}
 	if len(h.dotQueue) == 0 {
 		h.dotQueue = nil // let the drained backing array go
@@ -242,7 +238,7 @@ func (h *hub) flushDots(now time.Time) {
 // clearDots forgets every pending dot: after a resync every stream has
 // been sent the current state, and the feed may have missed the statuses
 // that would have taken them (feed goroutine only).
-func (h *hub) clearDots() {
+func (h *Hub) clearDots() {
 	clear(h.dots)
 	h.dotQueue = nil
 	h.dotTimer.Stop()

@@ -1,0 +1,299 @@
+// Package session keeps the sessions of a node's open streams alive. A
+// stream that joined a room holds its session in that room: the keeper
+// refreshes every held (session, room) of the node in one batched store
+// call per refresh interval, instead of a ticker and a Join per stream, and
+// when the last stream of a (session, room) on this node closes without a
+// shutdown it detaches it: the membership ends after the leave grace unless
+// a stream of it comes back first.
+//
+// Streams are counted here too, so that one token cannot hold an unbounded
+// number of them (MaxStreamsPerSession, MaxStreamsPerUser).
+package session
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/presenced/presenced/store"
+)
+
+// Stream limits per node. A page needs one stream (one per browser with
+// the shared-stream client); a handful of tabs of one session (duplicated
+// tabs before they split) and a user's many tabs fit well within them.
+const (
+	MaxStreamsPerSession = 8
+	MaxStreamsPerUser    = 64
+)
+
+// ErrTooManyStreams refuses a stream past the limits (HTTP 429).
+var ErrTooManyStreams = errors.New("too many open streams for this user or session")
+
+// Stream is what one open stream holds.
+type Stream struct {
+	User      store.Profile
+	SessionID string // "" for a stream that keeps no session (watch-only)
+	Room      string // the room it joined; "" for none
+}
+
+type key struct{ user, sid, room string }
+
+// hold is one (session, room) held by n open streams here; user is the
+// profile the newest of them carried (a refresh writes it).
+type hold struct {
+	n    int
+	user store.Profile
+}
+
+// Lease is one open stream's registration.
+type Lease struct {
+	s Stream
+}
+
+// Options are the keeper's timings.
+type Options struct {
+	Refresh time.Duration // how often held sessions are refreshed
+	Hold    time.Duration // a held membership's deadline from each refresh
+	Grace   time.Duration // --leave-grace
+}
+
+// Keeper is one node's session keeper.
+type Keeper struct {
+	st  store.Store
+	log *slog.Logger
+	opt Options
+
+	// Refreshes counts refreshed items (the heartbeats metric, source
+	// stream); Detaches counts detached memberships.
+	OnRefresh func(n int)
+	OnDetach  func()
+
+	mu      sync.Mutex
+	held    map[key]*hold  // (user, sid, room) → the open streams holding it
+	perSid  map[key]int    // (user, sid, "") → open streams of the session
+	perUser map[string]int // user → open streams
+	ended   map[key]bool   // sessions ended by an explicit offline on this node
+	closing bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New makes a keeper. Start runs its refresh loop.
+func New(st store.Store, log *slog.Logger, opt Options) *Keeper {
+	if log == nil {
+		log = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Keeper{
+		st: st, log: log, opt: opt,
+		held: map[key]*hold{}, perSid: map[key]int{}, perUser: map[string]int{}, ended: map[key]bool{},
+		ctx: ctx, cancel: cancel, done: make(chan struct{}),
+		OnRefresh: func(int) {}, OnDetach: func() {},
+	}
+}
+
+// Start runs the refresh loop until Close.
+func (k *Keeper) Start() { go k.run() }
+
+// Close stops the loop. Held sessions are left as they are (shutdown: they
+// live on elsewhere, or expire by their TTL).
+func (k *Keeper) Close() {
+	k.mu.Lock()
+	k.closing = true
+	k.mu.Unlock()
+	k.cancel()
+	<-k.done
+}
+
+// Open registers a stream. A stream with a room joins it first (so the
+// state it is sent next includes its own user); the join is a client action
+// and revives a session this node had seen ended.
+func (k *Keeper) Open(ctx context.Context, s Stream) (*Lease, error) {
+	sk := key{s.User.ID, s.SessionID, ""}
+	k.mu.Lock()
+	if k.perUser[s.User.ID] >= MaxStreamsPerUser || (s.SessionID != "" && k.perSid[sk] >= MaxStreamsPerSession) {
+		k.mu.Unlock()
+		return nil, ErrTooManyStreams
+	}
+	k.perUser[s.User.ID]++
+	if s.SessionID != "" {
+		k.perSid[sk]++
+	}
+	k.mu.Unlock()
+	l := &Lease{s: s}
+	if s.Room != "" {
+		err := k.st.Join(ctx, s.Room, store.Heartbeat{User: s.User, SessionID: s.SessionID})
+		if err != nil {
+			k.release(l)
+			return nil, err
+		}
+		k.OnRefresh(1)
+		k.mu.Lock()
+		hk := key{s.User.ID, s.SessionID, s.Room}
+		if h := k.held[hk]; h != nil {
+			h.n++
+			h.user = s.User
+		} else {
+			k.held[hk] = &hold{n: 1, user: s.User}
+		}
+		delete(k.ended, sk)
+		k.mu.Unlock()
+	}
+	return l, nil
+}
+
+func (k *Keeper) release(l *Lease) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	decr(k.perUser, l.s.User.ID)
+	if l.s.SessionID != "" {
+		decr(k.perSid, key{l.s.User.ID, l.s.SessionID, ""})
+	}
+}
+
+func decr[K comparable](m map[K]int, k K) {
+	if m[k] <= 1 {
+		delete(m, k)
+	} else {
+		m[k]--
+	}
+}
+
+// Close ends a stream's lease. Unless the node is shutting down (the
+// browser reconnects, to another node, within the session's TTL) or the
+// session was ended on purpose, the last stream of a (session, room) here
+// detaches it: it leaves the room after the grace unless a stream of it
+// comes back (on any node) first. The session itself is left to its TTL.
+func (k *Keeper) CloseLease(l *Lease, shutdown bool) {
+	k.release(l)
+	if l.s.Room == "" {
+		return
+	}
+	hk := key{l.s.User.ID, l.s.SessionID, l.s.Room}
+	k.mu.Lock()
+	still := false
+	if h := k.held[hk]; h != nil {
+		if h.n--; h.n > 0 {
+			still = true
+		} else {
+			delete(k.held, hk)
+		}
+	}
+	ended := k.ended[key{l.s.User.ID, l.s.SessionID, ""}]
+	closing := k.closing
+	k.mu.Unlock()
+	if still || shutdown || closing || ended {
+		return
+	}
+	k.detach(l.s)
+}
+
+// SessionEnded is told of an explicit offline of a session on this node:
+// its streams here stop refreshing it. Only that session: a user's other
+// sessions are untouched.
+func (k *Keeper) SessionEnded(userID, sid string) {
+	k.mu.Lock()
+	k.ended[key{userID, sid, ""}] = true
+	k.mu.Unlock()
+}
+
+// SessionActive is told of a heartbeat of a session on this node: streams
+// of it resume refreshing it, at once.
+func (k *Keeper) SessionActive(userID, sid string) {
+	k.mu.Lock()
+	was := k.ended[key{userID, sid, ""}]
+	delete(k.ended, key{userID, sid, ""})
+	var items []Stream
+	if was {
+		for hk, h := range k.held {
+			if hk.user == userID && hk.sid == sid {
+				items = append(items, Stream{User: h.user, SessionID: hk.sid, Room: hk.room})
+			}
+		}
+	}
+	k.mu.Unlock()
+	if len(items) > 0 {
+		k.refresh(items)
+	}
+}
+
+func (k *Keeper) run() {
+	defer close(k.done)
+	t := time.NewTicker(k.opt.Refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-k.ctx.Done():
+			return
+		case <-t.C:
+			k.mu.Lock()
+			items := make([]Stream, 0, len(k.held))
+			for hk, h := range k.held {
+				if !k.ended[key{hk.user, hk.sid, ""}] {
+					items = append(items, Stream{User: h.user, SessionID: hk.sid, Room: hk.room})
+				}
+			}
+			k.mu.Unlock()
+			if len(items) > 0 {
+				k.refresh(items)
+			}
+		}
+	}
+}
+
+// refresh re-joins every item (Join is idempotent: nothing is emitted for a
+// session already in its room). It re-creates a session and membership
+// that a Redis restart lost, and heals a Detach that raced the stream's
+// opening on another node.
+func (k *Keeper) refresh(items []Stream) {
+	ctx, cancel := context.WithTimeout(k.ctx, 10*time.Second)
+	defer cancel()
+	n := 0
+	for _, it := range items {
+		err := k.st.Join(ctx, it.Room, store.Heartbeat{User: it.User, SessionID: it.SessionID})
+		if err != nil {
+			if k.ctx.Err() == nil {
+				k.log.Warn("stream session refresh failed", "user", it.User.ID, "room", it.Room, "err", err)
+			}
+			continue
+		}
+		n++
+	}
+	k.OnRefresh(n)
+}
+
+// detach takes a closed stream's (session, room) out of the room after the
+// grace, unless a stream of it opened here meanwhile.
+func (k *Keeper) detach(s Stream) {
+	hk := key{s.User.ID, s.SessionID, s.Room}
+	time.AfterFunc(k.opt.Grace, func() {
+		k.mu.Lock()
+		back := k.held[hk] != nil
+		closing := k.closing
+		k.mu.Unlock()
+		if back || closing {
+			return
+		}
+		ctx, cancel := context.WithTimeout(k.ctx, 5*time.Second)
+		defer cancel()
+		if err := k.st.Leave(ctx, s.Room, s.User.ID, s.SessionID); err != nil {
+			if k.ctx.Err() == nil && !errors.Is(err, store.ErrClosed) {
+				k.log.Warn("could not take a closed stream's session out of its room", "user", s.User.ID, "room", s.Room, "err", err)
+			}
+			return
+		}
+		k.OnDetach()
+		// A stream of the same (session, room) that opened while the Leave
+		// ran may have joined before it: join again now.
+		k.mu.Lock()
+		h := k.held[hk]
+		k.mu.Unlock()
+		if h != nil {
+			k.refresh([]Stream{{User: h.user, SessionID: hk.sid, Room: hk.room}})
+		}
+	})
+}
