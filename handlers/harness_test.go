@@ -1,7 +1,6 @@
 package handlers
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/presenced/presenced/internal/config"
+	"github.com/presenced/presenced/internal/eventstream"
 	"github.com/presenced/presenced/store"
 	"github.com/presenced/presenced/store/redistest"
 )
@@ -241,6 +241,7 @@ type sseEvent struct {
 	Event   string
 	Data    string
 	Comment string // set for a comment line (": …"), which has no event
+	Retry   int    // a retry field seen with the event
 }
 
 type sseClient struct {
@@ -298,49 +299,26 @@ func dialSSE(t testing.TB, c *http.Client, url, token string, hdr ...string) (*s
 	return s, resp.StatusCode
 }
 
-// read parses the event stream (WHATWG rules: "field: value" with one
-// optional space, data lines joined by "\n", a blank line dispatches).
+// read parses the event stream with the spec-conforming parser
+// (internal/eventstream: CR, LF and CRLF all end a line).
 func (s *sseClient) read() {
 	defer close(s.done)
 	defer close(s.events)
-	br := bufio.NewReaderSize(s.resp.Body, 1<<16)
-	var ev sseEvent
-	var data []string
-	hasData := false
+	p := eventstream.NewParser(s.resp.Body)
 	for {
-		line, err := br.ReadString('\n')
+		e, err := p.Next()
 		if err != nil {
 			s.mu.Lock()
 			s.err = err
 			s.mu.Unlock()
 			return
 		}
-		line = strings.TrimRight(line, "\r\n")
-		switch {
-		case line == "":
-			if hasData || ev.Event != "" {
-				ev.Data = strings.Join(data, "\n")
-				if !s.emit(ev) {
-					return
-				}
-			}
-			ev, data, hasData = sseEvent{}, nil, false
-		case strings.HasPrefix(line, ":"):
-			if !s.emit(sseEvent{Comment: strings.TrimPrefix(strings.TrimPrefix(line, ":"), " ")}) {
-				return
-			}
-		default:
-			field, value, _ := strings.Cut(line, ":")
-			value = strings.TrimPrefix(value, " ")
-			switch field {
-			case "id":
-				ev.ID = value
-			case "event":
-				ev.Event = value
-			case "data":
-				data = append(data, value)
-				hasData = true
-			}
+		ev := sseEvent{ID: e.ID, Event: e.Type, Data: e.Data, Comment: e.Comment, Retry: e.Retry}
+		if e.IsComment() && ev.Comment == "" {
+			ev.Comment = " " // an empty comment is still a comment
+		}
+		if !s.emit(ev) {
+			return
 		}
 	}
 }

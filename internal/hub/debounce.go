@@ -226,7 +226,7 @@ func (h *Hub) flushDots(now time.Time) {
 		delete(h.dots, id)
 		h.metrics.Debounced.WithLabelValues("dot", "shown").Inc()
 		d := &dotFrame{user: p.user, status: store.StatusOffline}
-		h.pushDots(d, slices.Collect(maps.Keys(p.conns)), "", h.seq.Add(1))
+		h.pushDots(d, slices.Collect(maps.Keys(p.conns)), nil, h.seq.Add(1))
 	}
 	if len(h.dotQueue) == 0 {
 		h.dotQueue = nil // let the drained backing array go

@@ -337,6 +337,12 @@ func (h *Hub) dispatch(ev store.Event) {
 			}
 			for _, s := range js {
 				c := it
+				if ev.Kind != store.EventTyping && ev.User.ID != "" && ev.User.ID == s.spec.User.ID {
+					c.self = 1
+					if ev.Kind == store.EventLeave {
+						c.self = -1
+					}
+				}
 				s.push(&c)
 			}
 			h.metrics.Fanout.WithLabelValues("room").Observe(time.Since(start).Seconds())
@@ -432,9 +438,14 @@ func (h *Hub) statusChanged(ev store.Event, seq uint64) {
 		subs = h.takePendingDot(ev.User.ID, subs)
 	}
 	if len(subs) > 0 {
-		// Dots are absolute state: no topic (never superseded by a
-		// snapshot of another topic that does not contain them).
-		h.pushDots(&dotFrame{user: ev.User, status: ev.To}, subs, "", seq)
+		// A dot is queued under the topic it came through (stale once a
+		// snapshot of it is taken: snapshots always cover every topic of a
+		// subscriber); dots owed from a held offline have no topic.
+		topicOf := make(map[*Subscriber]string, len(html))
+		for _, t := range html {
+			topicOf[t.s] = t.topic
+		}
+		h.pushDots(&dotFrame{user: ev.User, status: ev.To}, subs, topicOf, seq)
 	}
 	if len(js) > 0 {
 		name, data := h.r.Change(ev)
@@ -449,7 +460,7 @@ func (h *Hub) statusChanged(ev store.Event, seq uint64) {
 }
 
 // pushDots queues a user's dot, rendered once per variant, to subs.
-func (h *Hub) pushDots(d *dotFrame, subs []*Subscriber, topic string, seq uint64) {
+func (h *Hub) pushDots(d *dotFrame, subs []*Subscriber, topicOf map[*Subscriber]string, seq uint64) {
 	name := DotEvent(d.user.ID)
 	seen := make(map[*Subscriber]bool, len(subs))
 	for _, s := range subs {
@@ -458,7 +469,7 @@ func (h *Hub) pushDots(d *dotFrame, subs []*Subscriber, topic string, seq uint64
 		}
 		seen[s] = true
 		if b := d.dot(h, s.spec.View); b != nil {
-			s.push(&item{key: name, topic: topic, msg: Message{Event: name, Data: b}, seq: seq})
+			s.push(&item{key: name, topic: topicOf[s], msg: Message{Event: name, Data: b}, seq: seq})
 		}
 	}
 }
@@ -476,18 +487,20 @@ func (h *Hub) render(event string, f func() ([]byte, error)) []byte {
 }
 
 // snapshot is the current state of one of s's topics, as messages for s,
-// and the read sequence it came from.
-func (h *Hub) snapshot(s *Subscriber, topic string) ([]Message, uint64, error) {
+// the read sequence it came from, and (rooms) whether s's own user is
+// listed as a member in it.
+func (h *Hub) snapshot(s *Subscriber, topic string) ([]Message, uint64, bool, error) {
 	h.metrics.Published.WithLabelValues("sync").Inc()
 	if topic == usersTopic {
-		return h.snapshotUsers(s)
+		msgs, seq, err := h.snapshotUsers(s)
+		return msgs, seq, false, err
 	}
 	for _, r := range s.spec.Rooms {
 		if roomTopic(r.ID) == topic {
 			return h.snapshotRoom(s, r)
 		}
 	}
-	return nil, 0, nil
+	return nil, 0, false, nil
 }
 
 func (h *Hub) snapshotUsers(s *Subscriber) ([]Message, uint64, error) {
@@ -512,13 +525,20 @@ func (h *Hub) snapshotUsers(s *Subscriber) ([]Message, uint64, error) {
 	return out, seq, nil
 }
 
-func (h *Hub) snapshotRoom(s *Subscriber, r RoomSub) ([]Message, uint64, error) {
+func (h *Hub) snapshotRoom(s *Subscriber, r RoomSub) ([]Message, uint64, bool, error) {
 	f, err := h.readRoom(r.ID)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
+	}
+	self := false
+	for _, m := range f.members {
+		if m.ID == s.spec.User.ID {
+			self = true
+			break
+		}
 	}
 	if s.spec.Format == JSON {
-		return []Message{{Event: "sync", Data: h.r.RoomSync(r.ID, r, f.members, f.typists)}}, f.seq, nil
+		return []Message{{Event: "sync", Data: h.r.RoomSync(r.ID, r, f.members, f.typists)}}, f.seq, self, nil
 	}
-	return f.html(h, r, s.spec.View, len(f.held)), f.seq, nil
+	return f.html(h, r, s.spec.View, len(f.held)), f.seq, self, nil
 }

@@ -65,6 +65,9 @@ type item struct {
 	msg   Message
 	seq   uint64
 	sync  bool // a marker: send the topic's whole state here
+	// self is +1 for a JSON join of the subscriber's own user, -1 for its
+	// leave: a join the last snapshot already listed is not sent again.
+	self int8
 }
 
 // Queue bounds. A subscriber whose queue passes them is not disconnected:
@@ -94,6 +97,7 @@ type Subscriber struct {
 	bytes     int
 	keepalive bool
 	snapSeq   map[string]uint64 // topic → seq of the last snapshot taken
+	listed    map[string]bool   // topic → own user listed as a member (JSON), writer only
 	collapsed int               // times the queue overflowed into snapshots
 }
 
@@ -161,7 +165,7 @@ func (s *Subscriber) push(it *item) {
 		if old := s.byKey[it.key]; old != nil {
 			if it.seq >= old.seq {
 				s.bytes += len(it.msg.Data) - len(old.msg.Data)
-				old.msg, old.seq = it.msg, it.seq
+				old.msg, old.seq, old.topic = it.msg, it.seq, it.topic
 			}
 			s.mu.Unlock()
 			s.wake()
@@ -243,19 +247,31 @@ func (s *Subscriber) Take() (Batch, error) {
 	s.mu.Unlock()
 
 	var b Batch
+	if s.listed == nil {
+		s.listed = map[string]bool{}
+	}
 	for i := 0; i < len(q); i++ {
 		it := q[i]
 		if !it.sync {
 			if it.seq != 0 && it.seq < s.snapshotSeq(it.topic) {
 				continue
 			}
+			switch {
+			case it.self > 0 && s.listed[it.topic]:
+				continue // the sync the client has lists it already
+			case it.self > 0:
+				s.listed[it.topic] = true
+			case it.self < 0:
+				s.listed[it.topic] = false
+			}
 			b.Messages = append(b.Messages, it.msg)
 			continue
 		}
-		msgs, seq, err := s.hub.snapshot(s, it.topic)
+		msgs, seq, self, err := s.hub.snapshot(s, it.topic)
 		if err != nil {
 			return b, err
 		}
+		s.listed[it.topic] = self
 		s.mu.Lock()
 		if s.snapSeq == nil {
 			s.snapSeq = map[string]uint64{}
