@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // roomMembers lists a room's member ids through GET /api/presence/room/{id}.
