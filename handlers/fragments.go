@@ -168,7 +168,30 @@ func (s *Server) liveFragment(c echo.Context) error {
 	if !s.sameOriginPage(r) {
 		base = selfOrigin(r)
 	}
+	// One connection per page: the widget's stream can carry the page's
+	// user dots too (users=), observe without joining (watch=1), and a page
+	// that holds its own sse-connect (connect=0) gets the widget without one.
 	sq := url.Values{"sid": {sid}}
+	watch, err := parseBoolParam(q.Get("watch"))
+	if err != nil {
+		return err
+	}
+	if watch {
+		sq = url.Values{"watch": {"1"}}
+	}
+	if v := q.Get("users"); v != "" {
+		users, err := parseIDList(v)
+		if err != nil {
+			return apiError(http.StatusBadRequest, err.Error())
+		}
+		sq.Set("users", strings.Join(users, ","))
+	}
+	connect := true
+	if v := q.Get("connect"); v != "" {
+		if connect, err = parseBoolParam(v); err != nil {
+			return err
+		}
+	}
 	if id.Source != FromCookie {
 		sq.Set("token", id.Token)
 	}
@@ -176,6 +199,9 @@ func (s *Server) liveFragment(c echo.Context) error {
 		sq.Set("max", itoa(maxN))
 	}
 	streamURL := base + "/sse/room/" + url.PathEscape(room) + "?" + sq.Encode()
+	if !connect {
+		streamURL = ""
+	}
 
 	ctx, cancel := storeCtx(c)
 	defer cancel()

@@ -321,7 +321,7 @@ func (s *Server) securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
 // server has no global WriteTimeout because of the streams).
 func (s *Server) writeDeadline(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if !strings.HasPrefix(c.Request().URL.Path, "/sse/") {
+		if !isStreamPath(c.Request().URL.Path) {
 			_ = http.NewResponseController(c.Response()).SetWriteDeadline(time.Now().Add(30 * time.Second))
 		}
 		return next(c)
@@ -338,7 +338,7 @@ func (s *Server) cors(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
 		p := r.URL.Path
-		if !strings.HasPrefix(p, "/api/") && !strings.HasPrefix(p, "/sse/") && !strings.HasPrefix(p, "/fragments/") {
+		if !strings.HasPrefix(p, "/api/") && !isStreamPath(p) && !strings.HasPrefix(p, "/fragments/") {
 			return next(c)
 		}
 		h := c.Response().Header()
@@ -369,3 +369,7 @@ func (s *Server) cors(next echo.HandlerFunc) echo.HandlerFunc {
 		return next(c)
 	}
 }
+
+// isStreamPath reports whether a request path is an SSE stream (/sse,
+// /sse/room/…, /sse/users).
+func isStreamPath(p string) bool { return p == "/sse" || strings.HasPrefix(p, "/sse/") }

@@ -121,15 +121,17 @@
 
   // ----------------------------------------------------- stream session ids
 
-  // Room streams must run in the tab's session, or the tab would count as two
-  // sessions. Rewrite (or add) sid= on /sse/room/ URLs of the page's gateway.
+  // Streams that join a room must run in the tab's session, or the tab would
+  // count as two sessions. Rewrite (or add) sid= on the page's gateway's
+  // /sse/room/{id} and /sse?room= URLs, unless they only watch (watch=1).
   function fixStreamURL(url) {
     if (!full || !sessionId || typeof url !== 'string') return url;
     var u;
     try { u = new URL(url, window.location.href); } catch (e) { return url; }
     var ours = cfg.base ? cfg.base : window.location.origin;
     var sameGateway = u.origin === ours || (!cfg.base && u.origin === window.location.origin);
-    if (!sameGateway || u.pathname.indexOf('/sse/room/') !== 0) return url;
+    var joins = u.pathname.indexOf('/sse/room/') === 0 || (u.pathname === '/sse' && u.searchParams.get('room'));
+    if (!sameGateway || !joins || /^(1|true|yes|on)$/i.test(u.searchParams.get('watch') || '')) return url;
     if (u.searchParams.get('sid') === sessionId) return url;
     u.searchParams.set('sid', sessionId);
     return u.toString();
