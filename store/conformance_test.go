@@ -757,9 +757,11 @@ func testTTLOverride(t *testing.T, open opener) {
 func testTyping(t *testing.T, open opener) {
 	s := open(t, stable())
 	ctx := context.Background()
+	for _, p := range []Profile{alice, bob, carol} {
+		must(t, s.Join(ctx, "room", hbeat(p, sid1, "")))
+	}
 	sub := mustSubscribe(t, s)
 
-	// Typing does not require membership.
 	must(t, s.SetTyping(ctx, "room", alice, true))
 	explicit(t, expectTyping(t, sub, eventTimeout, "room", typist(alice)))
 	tick()
@@ -771,7 +773,6 @@ func testTyping(t *testing.T, open opener) {
 	noEvent(t, sub, quietWindow)
 	wantTyping(t, s, "room", typist(alice), typist(carol))
 	wantTyping(t, s, "other-room")
-	wantMembers(t, s, "room")
 
 	must(t, s.SetTyping(ctx, "room", alice, false))
 	explicit(t, expectTyping(t, sub, eventTimeout, "room", typist(carol)))
@@ -803,6 +804,8 @@ func testTypingExpiry(t *testing.T, open opener) {
 	const ttl = 2 * time.Second
 	s := open(t, Options{TTL: longTTL, TypingTTL: ttl, SweepInterval: 50 * time.Millisecond, LastSeenRetention: time.Hour})
 	ctx := context.Background()
+	must(t, s.Join(ctx, "room", hbeat(alice, sid1, "")))
+	must(t, s.Join(ctx, "room", hbeat(bob, sid1, "")))
 	sub := mustSubscribe(t, s)
 
 	must(t, s.SetTyping(ctx, "room", alice, true))

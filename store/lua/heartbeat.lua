@@ -1,15 +1,26 @@
 -- heartbeat.lua: create or refresh a session, optionally joining a room.
 -- KEYS[1] P{u:ID}:user   KEYS[2] P{u:ID}:sess   KEYS[3] P{u:ID}:ttl:SID
 -- KEYS[4] Pdeadlines     KEYS[5] P{r:ROOM}:members (only when joining)
+-- KEYS[6] P{u:ID}:end:SID   KEYS[7] Pmember-deadlines
 -- ARGV[1..3] see lib.lua; ARGV[4] user id; ARGV[5] session id; ARGV[6] name;
 -- ARGV[7] avatar; ARGV[8] status ("" keeps the session's); ARGV[9] "1" when
 -- ARGV[10] (metadata JSON) replaces the user's metadata; ARGV[11] ttl ms;
 -- ARGV[12] room to join ("" for none); ARGV[13] most sessions per user;
--- ARGV[14] most rooms per session.
+-- ARGV[14] most rooms per session; ARGV[15] hold ms of the membership (0:
+-- permanent); ARGV[16] "client" (an explicit heartbeat or join: clears the
+-- session's EndSession tombstone) or "stream" (a stream's refresh: refused
+-- while the tombstone stands).
 -- Returns the user's status after the call.
 local uid, sid = ARGV[4], ARGV[5]
 local ttl = tonumber(ARGV[11])
 local room = ARGV[12]
+local hold = tonumber(ARGV[15])
+
+if ARGV[16] == 'stream' then
+  if redis.call('EXISTS', KEYS[6]) == 1 then
+    return redis.error_reply('PRESENCE_ENDED')
+  end
+end
 
 local from = published_status(uid)
 local raw = redis.call('HGET', KEYS[2], sid)
@@ -25,7 +36,25 @@ local joining = room ~= '' and not has(rec.r, room)
 if joining and #rec.r >= tonumber(ARGV[14]) then
   return redis.error_reply('PRESENCE_LIMIT rooms')
 end
+-- Past every refusal: from here on the call changes state.
+if ARGV[16] ~= 'stream' then redis.call('DEL', KEYS[6]) end
 if joining then rec.r[#rec.r + 1] = room end
+if room ~= '' then
+  -- The membership's deadline: a new one held by a stream gets now+hold; a
+  -- held one moves to now+hold, or becomes permanent on an API join (hold
+  -- 0); a permanent one stays permanent.
+  local held = rec.h and rec.h[room]
+  local entry = uid .. ' ' .. sid .. ' ' .. room
+  if hold > 0 and (joining or held) then
+    rec.h = rec.h or {}
+    rec.h[room] = NOW + hold
+    redis.call('ZADD', KEYS[7], rec.h[room], entry)
+  elseif held then
+    rec.h[room] = nil
+    if next(rec.h) == nil then rec.h = nil end
+    redis.call('ZREM', KEYS[7], entry)
+  end
+end
 redis.call('HSET', KEYS[2], sid, cjson.encode(rec))
 redis.call('SET', KEYS[3], '1', 'PX', ttl)
 redis.call('ZADD', KEYS[4], rec.d, uid .. ' ' .. sid)

@@ -8,12 +8,18 @@
 -- Key layout (P = prefix). A user's keys share the {u:<id>} hash tag and a
 -- room's keys the {r:<id>} tag, so each lives in one cluster slot:
 --   P{u:ID}:user       hash  name, avatar, meta, seen (lastSeen ms), st (last published status)
---   P{u:ID}:sess       hash  session id -> {"s":status,"d":deadline ms,"r":[rooms]}
+--   P{u:ID}:sess       hash  session id -> {"s":status,"d":deadline ms,"r":[rooms],
+--                            "h":{room: deadline ms}} (h: the stream-held rooms
+--                            of r, absent when there are none)
 --   P{u:ID}:ttl:SID    string with PX ttl: its expiry raises the keyspace event
+--   P{u:ID}:end:SID    string with PX ended-retention: SID was ended by EndSession
 --   P{r:ID}:members    zset  user id -> ms the user became a member
 --   P{r:ID}:typing     zset  user id -> ms the user started typing
 --   P{r:ID}:tnames     hash  user id -> display name while typing
 --   Pdeadlines         zset  "uid sid" -> session deadline ms (the sweeper's index)
+--   Pmember-deadlines  zset  "uid sid room" -> stream-held membership deadline ms
+--   Pepoch             string: a random token set when the data set was new; a
+--                            node that finds it gone or changed knows the state was lost
 --   Ptyping-deadlines  zset  "room uid" -> typing mark deadline ms
 --   Plog               stream of events (catch-up after a pub/sub reconnect)
 --   Pevents            pub/sub channel: "<stream id> <event json>"
@@ -35,6 +41,7 @@ local BY_RANK = { [0] = 'offline', [1] = 'away', [2] = 'online', [3] = 'busy' }
 local function ukey(uid, what) return P .. '{u:' .. uid .. '}:' .. what end
 local function rkey(room, what) return P .. '{r:' .. room .. '}:' .. what end
 local DEADLINES = P .. 'deadlines'
+local MEMBER_DEADLINES = P .. 'member-deadlines'
 local TYPING_DEADLINES = P .. 'typing-deadlines'
 
 local function emit(ev)
@@ -117,6 +124,9 @@ local function remove_session(uid, sid, deadline)
   local rec = cjson.decode(raw)
   local from = published_status(uid)
   redis.call('HDEL', sk, sid)
+  if rec.h then
+    for room in pairs(rec.h) do redis.call('ZREM', MEMBER_DEADLINES, uid .. ' ' .. sid .. ' ' .. room) end
+  end
   redis.call('DEL', ukey(uid, 'ttl:' .. sid))
   local to, rooms_after = aggregate(uid)
   local before = {}
@@ -164,4 +174,46 @@ local function reap_typing(room, uid)
   redis.call('ZREM', TYPING_DEADLINES, room .. ' ' .. uid)
   clear_typing(room, uid, d)
   return 1
+end
+
+-- leave_room takes session sid (its decoded record rec, which has room in
+-- rec.r) out of a room and writes the record back; the user leaves the room
+-- (typing cleared first) when none of their sessions remains in it.
+-- deadline is the membership's deadline for an expiry, nil for a Leave.
+-- Returns 1 if the user left the room.
+local function leave_room(uid, sid, rec, room, deadline)
+  local kept = {}
+  for _, r in ipairs(rec.r) do if r ~= room then kept[#kept + 1] = r end end
+  rec.r = kept -- an empty list encodes as {}, which decodes back to an empty table
+  if rec.h and rec.h[room] then
+    rec.h[room] = nil
+    if next(rec.h) == nil then rec.h = nil end
+  end
+  redis.call('ZREM', MEMBER_DEADLINES, uid .. ' ' .. sid .. ' ' .. room)
+  redis.call('HSET', ukey(uid, 'sess'), sid, cjson.encode(rec))
+  local to, rooms = aggregate(uid)
+  if rooms[room] then return 0 end
+  clear_typing(room, uid, deadline)
+  redis.call('ZREM', rkey(room, 'members'), uid)
+  local name, avatar = profile(uid)
+  emit({ k = 'leave', room = room, u = uid, n = name, a = avatar, to = to, dl = deadline })
+  return 1
+end
+
+-- reap_member ends a stream-held membership only if its deadline has passed
+-- (idempotent, like reap_session: sweepers on every node race for it).
+local function reap_member(uid, sid, room)
+  local member = uid .. ' ' .. sid .. ' ' .. room
+  local raw = redis.call('HGET', ukey(uid, 'sess'), sid)
+  local rec = raw and cjson.decode(raw)
+  local d = rec and rec.h and rec.h[room]
+  if not d then
+    redis.call('ZREM', MEMBER_DEADLINES, member)
+    return 0
+  end
+  if d > NOW then
+    redis.call('ZADD', MEMBER_DEADLINES, d, member) -- keep the index exact
+    return 0
+  end
+  return leave_room(uid, sid, rec, room, d)
 end
