@@ -243,7 +243,8 @@ func benchExpiryLateness(b *testing.B, open benchOpener, n int) {
 // BenchmarkRefreshStreams keeps 1,000 open streams' sessions and held
 // memberships alive (users in 100 rooms; the refresh changes nothing): one
 // batched RefreshStreams call per op against 1,000 sequential Joins per op
-// (what each stream did on its own before). Reports µs/item and, on Redis,
+// (what each stream did on its own before); on Redis also the per-item
+// EVALSHA shape of the batch. Reports µs/item and, on Redis,
 // the server's CPU per item (used_cpu_user+used_cpu_sys deltas) and the
 // EVALSHA µs per call from INFO commandstats.
 func BenchmarkRefreshStreams(b *testing.B) {
@@ -268,6 +269,22 @@ func BenchmarkRefreshStreams(b *testing.B) {
 			}
 			reportPerItem(b, n, cpu)
 		})
+		if rs, ok := s.(*RedisStore); ok {
+			// The alternative shape: one heartbeat.lua EVALSHA per item,
+			// pipelined (what a sharded cluster would need).
+			b.Run("batch-evalsha-per-item", func(b *testing.B) {
+				rs.refreshPerItem = true
+				defer func() { rs.refreshPerItem = false }()
+				cpu := startRedisCPU(b, s)
+				for b.Loop() {
+					errs, err := s.RefreshStreams(ctx, items)
+					if err != nil || errors.Join(errs...) != nil {
+						b.Fatalf("RefreshStreams: %v %v", err, errors.Join(errs...))
+					}
+				}
+				reportPerItem(b, n, cpu)
+			})
+		}
 		b.Run("sequential-joins", func(b *testing.B) {
 			cpu := startRedisCPU(b, s)
 			for b.Loop() {

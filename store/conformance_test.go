@@ -1541,6 +1541,7 @@ func testDetach(t *testing.T, open opener) {
 	erin := Profile{ID: "erin"}
 	for _, p := range []Profile{alice, bob, erin} {
 		must(t, s.Join(ctx, "room", held(p, sid1, longTTL)))
+		tick()
 	}
 	must(t, s.Join(ctx, "room", hbeat(carol, sid1, ""))) // permanent
 	sub := mustSubscribe(t, s)

@@ -216,3 +216,35 @@ func openRedisClient(t testing.TB, srv *redistest.Server) *redis.Client {
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
+
+// The per-item shape of RefreshStreams (one heartbeat.lua call per item,
+// the shape a sharded cluster needs) passes the same RefreshStreams
+// subtests as the default refresh_many.lua shape.
+func TestRedisRefreshStreamsPerItem(t *testing.T) {
+	srv := redistest.Start(t)
+	open := func(t *testing.T, opts Options) Store {
+		s := openRedis(t, srv, opts)
+		s.refreshPerItem = true
+		return s
+	}
+	for name, fn := range map[string]func(*testing.T, opener){
+		"RefreshStreamsRefusesEndedSession": testRefreshStreamsRefusesEndedSession,
+		"EndingOneSessionSparesAnother":     testEndingOneSessionSparesAnother,
+		"RefreshStreamsBatch":               testRefreshStreamsBatch,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, open)
+		})
+	}
+	t.Run("AfterScriptFlush", func(t *testing.T) {
+		s := open(t, stable())
+		sub := mustSubscribe(t, s)
+		if reply := srv.Do(t, "SCRIPT", "FLUSH"); reply != "+OK" {
+			t.Fatalf("SCRIPT FLUSH: %s", reply)
+		}
+		mustRefresh(t, s, StreamRefresh{User: carol, SessionID: sid1, Room: "room", Hold: longTTL})
+		expectStatus(t, sub, eventTimeout, "carol", StatusOffline, StatusOnline)
+		expectJoin(t, sub, "room", "carol", StatusOnline)
+	})
+}

@@ -217,3 +217,82 @@ local function reap_member(uid, sid, room)
   end
   return leave_room(uid, sid, rec, room, d)
 end
+
+-- heartbeat_one creates or refreshes a session, optionally joining a room:
+-- the body of heartbeat.lua (see its header for the keys and arguments),
+-- also run once per item by refresh_many.lua. K[ko+1..ko+7] are the call's
+-- keys and A[ao+1..ao+13] its arguments (heartbeat.lua's ARGV[4..16]).
+-- Returns the user's status after the call, or false and the refusal.
+local function heartbeat_one(K, ko, A, ao)
+  local uid, sid = A[ao + 1], A[ao + 2]
+  local ttl = tonumber(A[ao + 8])
+  local room = A[ao + 9]
+  local hold = tonumber(A[ao + 12])
+
+  if A[ao + 13] == 'stream' then
+    if redis.call('EXISTS', K[ko + 6]) == 1 then
+      return false, 'PRESENCE_ENDED'
+    end
+  end
+
+  local from = published_status(uid)
+  local raw = redis.call('HGET', K[ko + 2], sid)
+  if not raw and redis.call('HLEN', K[ko + 2]) >= tonumber(A[ao + 10]) then
+    return false, 'PRESENCE_LIMIT sessions'
+  end
+  local rec
+  if raw then rec = cjson.decode(raw) else rec = { s = 'online', r = {} } end
+  local previous = raw and rec.s
+  if A[ao + 5] ~= '' then rec.s = A[ao + 5] end
+  rec.d = NOW + ttl
+  local joining = room ~= '' and not has(rec.r, room)
+  if joining and #rec.r >= tonumber(A[ao + 11]) then
+    return false, 'PRESENCE_LIMIT rooms'
+  end
+  -- Past every refusal: from here on the call changes state.
+  if A[ao + 13] ~= 'stream' then redis.call('DEL', K[ko + 6]) end
+  if joining then rec.r[#rec.r + 1] = room end
+  if room ~= '' then
+    -- The membership's deadline: a new one held by a stream gets now+hold; a
+    -- held one moves to now+hold, or becomes permanent on an API join (hold
+    -- 0); a permanent one stays permanent.
+    local held = rec.h and rec.h[room]
+    local entry = uid .. ' ' .. sid .. ' ' .. room
+    if hold > 0 and (joining or held) then
+      rec.h = rec.h or {}
+      rec.h[room] = NOW + hold
+      redis.call('ZADD', K[ko + 7], rec.h[room], entry)
+    elseif held then
+      rec.h[room] = nil
+      if next(rec.h) == nil then rec.h = nil end
+      redis.call('ZREM', K[ko + 7], entry)
+    end
+  end
+  redis.call('HSET', K[ko + 2], sid, cjson.encode(rec))
+  redis.call('SET', K[ko + 3], '1', 'PX', ttl)
+  redis.call('ZADD', K[ko + 4], rec.d, uid .. ' ' .. sid)
+
+  redis.call('HSET', K[ko + 1], 'name', A[ao + 3], 'avatar', A[ao + 4], 'seen', NOW)
+  if A[ao + 6] == '1' then redis.call('HSET', K[ko + 1], 'meta', A[ao + 7]) end
+  redis.call('PEXPIRE', K[ko + 1], RETENTION + ttl)
+
+  local member = room ~= '' and redis.call('ZSCORE', K[ko + 5], uid)
+  local to = from
+  -- Most calls refresh an existing session without changing its status (the
+  -- hottest write path): the user's aggregate cannot change then, so the
+  -- sessions are not read again.
+  if rec.s ~= previous then
+    local rooms
+    to, rooms = aggregate(uid)
+    -- A new membership is announced after the status, so the status event
+    -- lists only the rooms the user was already in.
+    if room ~= '' and not member then rooms[room] = nil end
+    set_status(uid, from, to, sorted_keys(rooms), nil)
+  end
+
+  if room ~= '' and not member then
+    redis.call('ZADD', K[ko + 5], NOW, uid)
+    emit({ k = 'join', room = room, u = uid, n = A[ao + 3], a = A[ao + 4], to = to })
+  end
+  return to
+end
