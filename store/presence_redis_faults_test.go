@@ -7,6 +7,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -247,4 +248,46 @@ func TestRedisRefreshStreamsPerItem(t *testing.T) {
 		expectStatus(t, sub, eventTimeout, "carol", StatusOffline, StatusOnline)
 		expectJoin(t, sub, "room", "carol", StatusOnline)
 	})
+}
+
+// Two live nodes both sweep the membership deadline index: each held
+// membership that runs out is ended once, so each node's feed carries
+// exactly one leave per user and nothing else.
+func TestRedisTwoNodesOneLeavePerHeldMembership(t *testing.T) {
+	const n = 20
+	srv := redistest.Start(t)
+	opts := stable()
+	opts.KeyPrefix = redistest.Prefix(t)
+	a, b := openRedis(t, srv, opts), openRedis(t, srv, opts)
+	var items []StreamRefresh
+	for i := range n {
+		items = append(items, StreamRefresh{User: Profile{ID: fmt.Sprintf("user-%02d", i)}, SessionID: sid1, Room: "lobby", Hold: longTTL})
+	}
+	mustRefresh(t, a, items...)
+	subA, subB := mustSubscribe(t, a), mustSubscribe(t, b)
+	ctx := context.Background()
+	for i, it := range items { // half detached through each node
+		node := a
+		if i%2 == 1 {
+			node = b
+		}
+		must(t, node.Detach(ctx, "lobby", it.User.ID, sid1, time.Second))
+	}
+	for name, sub := range map[string]*Subscription{"A": subA, "B": subB} {
+		left := map[string]int{}
+		for len(left) < n {
+			e := nextEvent(t, sub, expiryTimeout)
+			if e.Kind != EventLeave || e.Room != "lobby" || e.To != StatusOnline {
+				t.Fatalf("node %s: got %s, want only leaves", name, fmtEvent(e))
+			}
+			left[e.User.ID]++
+		}
+		noEvent(t, sub, quietWindow)
+		for id, c := range left {
+			if c != 1 {
+				t.Fatalf("node %s: %s left %d times", name, id, c)
+			}
+		}
+	}
+	wantMembers(t, a, "lobby")
 }
