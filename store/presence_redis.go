@@ -969,11 +969,18 @@ func (s *RedisStore) watchState(ctx context.Context) {
 func (s *RedisStore) checkState(ctx context.Context) (bool, error) {
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
+	runID := ""
 	info, err := s.client.Info(ctx, "server").Result()
-	if err != nil {
+	var refused redis.Error
+	switch {
+	case err == nil:
+		runID = infoField(info, "run_id")
+	case errors.As(err, &refused):
+		// A managed Redis that refuses INFO: the epoch token alone still
+		// tells a lost data set.
+	default:
 		return false, err
 	}
-	runID := infoField(info, "run_id")
 	epochKey := s.key("epoch")
 	epoch, err := s.client.Get(ctx, epochKey).Result()
 	if errors.Is(err, redis.Nil) {

@@ -291,3 +291,16 @@ func TestRedisTwoNodesOneLeavePerHeldMembership(t *testing.T) {
 	}
 	wantMembers(t, a, "lobby")
 }
+
+// A Redis that refuses INFO (some managed services rename it) still works,
+// and a lost data set is still noticed through the epoch token.
+func TestRedisWithoutInfo(t *testing.T) {
+	srv := redistest.StartWith(t, "--rename-command", "INFO", "")
+	s := openRedis(t, srv, stable())
+	waitReady(t, s)
+	sub := mustSubscribe(t, s)
+	if reply := srv.Do(t, "FLUSHALL"); reply != "+OK" {
+		t.Fatalf("FLUSHALL: %s", reply)
+	}
+	waitResync(t, sub, 15*time.Second)
+}
