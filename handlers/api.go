@@ -17,13 +17,17 @@ func apiError(code int, msg string) error { return echo.NewHTTPError(code, msg) 
 var success = map[string]bool{"success": true}
 
 // storeError maps a store failure: invalid input is the client's (400), a
-// closed or unreachable store is ours (503), never a 500 for bad input.
+// per-user limit 429, typing outside one's rooms 409, a closed or
+// unreachable store is ours (503), never a 500 for bad input.
 func (s *Server) storeError(err error) error {
 	switch {
 	case errors.Is(err, store.ErrInvalid):
 		return apiError(http.StatusBadRequest, err.Error())
 	case errors.Is(err, store.ErrLimit):
 		return apiError(http.StatusTooManyRequests, err.Error())
+	case errors.Is(err, store.ErrNotMember):
+		// Allowed by the token, but not in the room's current state: join first.
+		return apiError(http.StatusConflict, err.Error())
 	case errors.Is(err, context.Canceled):
 		return apiError(499, "client went away")
 	}

@@ -144,6 +144,7 @@ func TestAPIErrors(t *testing.T) {
 		{"bad room id (GET)", "GET", "/api/presence/room/" + strings.Repeat("r", 129), tok, ``, nil, 400},
 		{"typing not a bool", "POST", "/api/presence/room/lobby/typing", tok, `{"typing":"yes"}`, nil, 400},
 		{"typing missing", "POST", "/api/presence/room/lobby/typing", tok, `{}`, nil, 400},
+		{"typing without joining", "POST", "/api/presence/room/not-joined/typing", tok, `{"typing":true}`, nil, 409},
 		{"userIds empty", "GET", "/api/presence?userIds=", tok, ``, nil, 400},
 		{"userIds missing", "GET", "/api/presence", tok, ``, nil, 400},
 		{"userIds over 100", "GET", "/api/presence?userIds=" + strings.Join(manyIDs, ","), tok, ``, nil, 400},

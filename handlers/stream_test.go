@@ -103,7 +103,9 @@ func TestTypingAppearsAndExpires(t *testing.T) {
 		alice := openSSE(t, c, n.base+"/sse/room/lobby?sid=alice-tab-1", n.token("alice", "Alice"))
 		alice.waitFor("initial typing line", named("typing", `data-typing-count="0"`))
 
-		mustOK(t, do(t, c, http.MethodPost, n.base+"/api/presence/room/lobby/typing", n.token("bob", "Bob"), `{"typing":true}`))
+		bob := n.token("bob", "Bob")
+		mustOK(t, do(t, c, http.MethodPost, n.base+"/api/presence/room/lobby", bob, `{"action":"join","sessionId":"bob-tab-1"}`)) // only members type
+		mustOK(t, do(t, c, http.MethodPost, n.base+"/api/presence/room/lobby/typing", bob, `{"typing":true}`))
 		alice.waitFor("Bob is typing", named("typing", `data-typing-count="1"`, "Bob is typing"))
 		alice.waitFor("typing expired", named("typing", `data-typing-count="0"`))
 	})

@@ -11,10 +11,12 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -236,4 +238,116 @@ func benchExpiryLateness(b *testing.B, open benchOpener, n int) {
 	b.ReportMetric(ms(pct(0.99)), "p99-ms")
 	b.ReportMetric(ms(late[len(late)-1]), "max-ms")
 	b.ReportMetric(0, "ns/op") // wall time per op is mostly the TTL: not a useful number
+}
+
+// BenchmarkRefreshStreams keeps 1,000 open streams' sessions and held
+// memberships alive (users in 100 rooms; the refresh changes nothing): one
+// batched RefreshStreams call per op against 1,000 sequential Joins per op
+// (what each stream did on its own before); on Redis also the per-item
+// EVALSHA shape of the batch. Reports µs/item and, on Redis,
+// the server's CPU per item (used_cpu_user+used_cpu_sys deltas) and the
+// EVALSHA µs per call from INFO commandstats.
+func BenchmarkRefreshStreams(b *testing.B) {
+	const n = 1000
+	forEachBackend(b, func(b *testing.B, open benchOpener) {
+		s := open(b, benchOptions())
+		ctx := context.Background()
+		items := make([]StreamRefresh, n)
+		for i := range items {
+			items[i] = StreamRefresh{User: benchUser(i), SessionID: "sess-0001", Room: fmt.Sprintf("room-%02d", i%100), Hold: time.Minute}
+		}
+		if errs, err := s.RefreshStreams(ctx, items); err != nil || errors.Join(errs...) != nil {
+			b.Fatalf("RefreshStreams: %v %v", err, errors.Join(errs...))
+		}
+		b.Run("batch", func(b *testing.B) {
+			cpu := startRedisCPU(b, s)
+			for b.Loop() {
+				errs, err := s.RefreshStreams(ctx, items)
+				if err != nil || errors.Join(errs...) != nil {
+					b.Fatalf("RefreshStreams: %v %v", err, errors.Join(errs...))
+				}
+			}
+			reportPerItem(b, n, cpu)
+		})
+		if rs, ok := s.(*RedisStore); ok {
+			// The alternative shape: one heartbeat.lua EVALSHA per item,
+			// pipelined (what a sharded cluster would need).
+			b.Run("batch-evalsha-per-item", func(b *testing.B) {
+				rs.refreshPerItem = true
+				defer func() { rs.refreshPerItem = false }()
+				cpu := startRedisCPU(b, s)
+				for b.Loop() {
+					errs, err := s.RefreshStreams(ctx, items)
+					if err != nil || errors.Join(errs...) != nil {
+						b.Fatalf("RefreshStreams: %v %v", err, errors.Join(errs...))
+					}
+				}
+				reportPerItem(b, n, cpu)
+			})
+		}
+		b.Run("sequential-joins", func(b *testing.B) {
+			cpu := startRedisCPU(b, s)
+			for b.Loop() {
+				for _, it := range items {
+					if err := s.Join(ctx, it.Room, Heartbeat{User: it.User, SessionID: it.SessionID, Hold: it.Hold}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			reportPerItem(b, n, cpu)
+		})
+	})
+}
+
+// redisCPU is a snapshot of a Redis server's CPU counters (nil for another
+// backend).
+type redisCPU struct {
+	s           *RedisStore
+	cpu         float64 // used_cpu_user + used_cpu_sys, seconds
+	evalsha     float64 // commandstats: EVALSHA calls
+	evalshaUsec float64 // commandstats: EVALSHA usec
+}
+
+func startRedisCPU(b *testing.B, s Store) *redisCPU {
+	rs, ok := s.(*RedisStore)
+	if !ok {
+		return nil
+	}
+	c := &redisCPU{s: rs}
+	c.cpu, c.evalsha, c.evalshaUsec = c.read(b)
+	return c
+}
+
+func (c *redisCPU) read(b *testing.B) (cpu, calls, usec float64) {
+	ctx := context.Background()
+	info, err := c.s.client.Info(ctx, "cpu", "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	num := func(v string) float64 { f, _ := strconv.ParseFloat(v, 64); return f }
+	cpu = num(infoField(info, "used_cpu_user")) + num(infoField(info, "used_cpu_sys"))
+	// cmdstat_evalsha:calls=N,usec=U,usec_per_call=…
+	for kv := range strings.SplitSeq(infoField(info, "cmdstat_evalsha"), ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "calls":
+			calls = num(v)
+		case "usec":
+			usec = num(v)
+		}
+	}
+	return cpu, calls, usec
+}
+
+func reportPerItem(b *testing.B, n int, c *redisCPU) {
+	items := float64(b.N) * float64(n)
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/items, "µs/item")
+	if c == nil {
+		return
+	}
+	cpu, calls, usec := c.read(b)
+	b.ReportMetric((cpu-c.cpu)*1e6/items, "redis-cpu-µs/item")
+	if calls > c.evalsha {
+		b.ReportMetric((usec-c.evalshaUsec)/(calls-c.evalsha), "evalsha-µs/call")
+	}
 }

@@ -64,6 +64,15 @@ func runConformance(t *testing.T, open opener) {
 		{"SubscriptionContext", testSubscriptionContext},
 		{"Close", testClose},
 		{"Concurrent", testConcurrent},
+		{"HoldEndsWhileSessionHeartbeats", testHoldEndsWhileSessionHeartbeats},
+		{"Detach", testDetach},
+		{"DetachNeverExtends", testDetachNeverExtends},
+		{"RefreshStreamsRefusesEndedSession", testRefreshStreamsRefusesEndedSession},
+		{"EndedRetention", testEndedRetention},
+		{"EndingOneSessionSparesAnother", testEndingOneSessionSparesAnother},
+		{"RefreshStreamsRecreates", testRefreshStreamsRecreates},
+		{"RefreshStreamsBatch", testRefreshStreamsBatch},
+		{"TypingOnlyForMembers", testTypingOnlyForMembers},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -757,9 +766,11 @@ func testTTLOverride(t *testing.T, open opener) {
 func testTyping(t *testing.T, open opener) {
 	s := open(t, stable())
 	ctx := context.Background()
+	for _, p := range []Profile{alice, bob, carol} {
+		must(t, s.Join(ctx, "room", hbeat(p, sid1, "")))
+	}
 	sub := mustSubscribe(t, s)
 
-	// Typing does not require membership.
 	must(t, s.SetTyping(ctx, "room", alice, true))
 	explicit(t, expectTyping(t, sub, eventTimeout, "room", typist(alice)))
 	tick()
@@ -771,7 +782,6 @@ func testTyping(t *testing.T, open opener) {
 	noEvent(t, sub, quietWindow)
 	wantTyping(t, s, "room", typist(alice), typist(carol))
 	wantTyping(t, s, "other-room")
-	wantMembers(t, s, "room")
 
 	must(t, s.SetTyping(ctx, "room", alice, false))
 	explicit(t, expectTyping(t, sub, eventTimeout, "room", typist(carol)))
@@ -803,6 +813,8 @@ func testTypingExpiry(t *testing.T, open opener) {
 	const ttl = 2 * time.Second
 	s := open(t, Options{TTL: longTTL, TypingTTL: ttl, SweepInterval: 50 * time.Millisecond, LastSeenRetention: time.Hour})
 	ctx := context.Background()
+	must(t, s.Join(ctx, "room", hbeat(alice, sid1, "")))
+	must(t, s.Join(ctx, "room", hbeat(bob, sid1, "")))
 	sub := mustSubscribe(t, s)
 
 	must(t, s.SetTyping(ctx, "room", alice, true))
@@ -1073,6 +1085,14 @@ func testInvalidInput(t *testing.T, open opener) {
 		{"typing bad user", func() error { return s.SetTyping(ctx, "room", Profile{ID: "x y"}, true) }, ErrInvalidUserID},
 		{"stop typing bad user", func() error { return s.SetTyping(ctx, "room", Profile{}, false) }, ErrInvalidUserID},
 		{"members bad room", func() error { _, err := s.Members(ctx, long); return err }, ErrInvalidRoomID},
+		{"join negative hold", func() error {
+			h := hbeat(alice, sid1, "")
+			h.Hold = -time.Second
+			return s.Join(ctx, "room", h)
+		}, ErrInvalidHold},
+		{"detach bad room", func() error { return s.Detach(ctx, "", "alice", sid1, time.Second) }, ErrInvalidRoomID},
+		{"detach bad user", func() error { return s.Detach(ctx, "room", "a b", sid1, time.Second) }, ErrInvalidUserID},
+		{"detach bad session", func() error { return s.Detach(ctx, "room", "alice", "x", time.Second) }, ErrInvalidSessionID},
 		{"typing read bad room", func() error { _, err := s.Typing(ctx, "<room>"); return err }, ErrInvalidRoomID},
 	}
 	for _, tc := range cases {
@@ -1228,11 +1248,16 @@ func testClose(t *testing.T, open opener) {
 		"Leave":      func() error { return s.Leave(ctx, "room", "alice", sid1) },
 		"EndSession": func() error { return s.EndSession(ctx, "alice", sid1) },
 		"SetTyping":  func() error { return s.SetTyping(ctx, "room", alice, true) },
-		"Presence":   func() error { _, err := s.Presence(ctx, []string{"alice"}); return err },
-		"Members":    func() error { _, err := s.Members(ctx, "room"); return err },
-		"Typing":     func() error { _, err := s.Typing(ctx, "room"); return err },
-		"Subscribe":  func() error { _, err := s.Subscribe(ctx); return err },
-		"Ready":      func() error { return s.Ready(ctx) },
+		"Detach":     func() error { return s.Detach(ctx, "room", "alice", sid1, time.Second) },
+		"RefreshStreams": func() error {
+			_, err := s.RefreshStreams(ctx, []StreamRefresh{{User: alice, SessionID: sid1, Room: "room", Hold: time.Second}})
+			return err
+		},
+		"Presence":  func() error { _, err := s.Presence(ctx, []string{"alice"}); return err },
+		"Members":   func() error { _, err := s.Members(ctx, "room"); return err },
+		"Typing":    func() error { _, err := s.Typing(ctx, "room"); return err },
+		"Subscribe": func() error { _, err := s.Subscribe(ctx); return err },
+		"Ready":     func() error { return s.Ready(ctx) },
 	}
 	for name, call := range calls {
 		if err := call(); !errors.Is(err, ErrClosed) {
@@ -1398,4 +1423,418 @@ func testLimits(t *testing.T, open opener) {
 	}
 	// Another session of the same user may join it.
 	must(t, s.Join(ctx, "one-too-many", hbeat(bob, sid2, "")))
+}
+
+// ---- stream-held memberships, tombstones, typing membership ----
+
+// held is a heartbeat whose room membership is stream-held for hold.
+func held(p Profile, sid string, hold time.Duration) Heartbeat {
+	return Heartbeat{User: p, SessionID: sid, Hold: hold}
+}
+
+// keepAlive heartbeats the given sessions (no room) every 100 ms until the
+// test ends: the session lives on while a membership's own deadline runs.
+func keepAlive(t *testing.T, s Store, hbs ...Heartbeat) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(100 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			for _, hb := range hbs {
+				if err := s.Heartbeat(ctx, hb); err != nil && ctx.Err() == nil {
+					t.Errorf("keepAlive heartbeat: %v", err)
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+}
+
+// refresh calls RefreshStreams and fails the test on a whole-call error or a
+// result of the wrong length.
+func refresh(t testing.TB, s Store, items ...StreamRefresh) []error {
+	t.Helper()
+	errs, err := s.RefreshStreams(context.Background(), items)
+	if err != nil {
+		t.Fatalf("RefreshStreams: %v", err)
+	}
+	if len(errs) != len(items) {
+		t.Fatalf("RefreshStreams returned %d results for %d items", len(errs), len(items))
+	}
+	return errs
+}
+
+func mustRefresh(t testing.TB, s Store, items ...StreamRefresh) {
+	t.Helper()
+	for i, err := range refresh(t, s, items...) {
+		if err != nil {
+			t.Fatalf("RefreshStreams item %d (%s/%s in %q): %v", i, items[i].User.ID, items[i].SessionID, items[i].Room, err)
+		}
+	}
+}
+
+// Issue 9, bug 1: a membership held by a stream ends at its own deadline
+// even while the session keeps heartbeating (the node that held the stream
+// died and nobody called Leave). A permanent membership of another session,
+// or one an API join made permanent, is unaffected.
+func testHoldEndsWhileSessionHeartbeats(t *testing.T, open opener) {
+	const hold = 2 * time.Second // the set-up must fit in it on a loaded machine
+	s := open(t, stable())       // sessions live for minutes
+	ctx := context.Background()
+	sub := mustSubscribe(t, s)
+	dave := Profile{ID: "dave"}
+
+	// bob: permanent through sid2, held through sid1.
+	must(t, s.Join(ctx, "room", hbeat(bob, sid2, "")))
+	expectStatus(t, sub, eventTimeout, "bob", StatusOffline, StatusOnline)
+	expectJoin(t, sub, "room", "bob", StatusOnline)
+	must(t, s.Join(ctx, "room", held(bob, sid1, hold)))
+	// carol: held, then made permanent by an API join of the same session.
+	tick()
+	must(t, s.Join(ctx, "room", held(carol, sid1, hold)))
+	expectStatus(t, sub, eventTimeout, "carol", StatusOffline, StatusOnline)
+	expectJoin(t, sub, "room", "carol", StatusOnline)
+	must(t, s.Join(ctx, "room", hbeat(carol, sid1, "")))
+	// dave: permanent; a stream's held join of it does not make it held.
+	tick()
+	must(t, s.Join(ctx, "room", hbeat(dave, sid1, "")))
+	expectStatus(t, sub, eventTimeout, "dave", StatusOffline, StatusOnline)
+	expectJoin(t, sub, "room", "dave", StatusOnline)
+	must(t, s.Join(ctx, "room", held(dave, sid1, hold)))
+	// alice: held, and the last deadline of all.
+	tick()
+	joined := during(func() { must(t, s.Join(ctx, "room", held(alice, sid1, hold))) })
+	expectStatus(t, sub, eventTimeout, "alice", StatusOffline, StatusOnline)
+	expectJoin(t, sub, "room", "alice", StatusOnline)
+
+	keepAlive(t, s, hbeat(alice, sid1, ""), hbeat(bob, sid1, ""), hbeat(carol, sid1, ""), hbeat(dave, sid1, ""))
+
+	// The first event after the joins is alice's leave, at her deadline:
+	// bob's held membership ended before it silently (sid2 keeps him in).
+	e := expectLeave(t, sub, expiryTimeout, "room", "alice", StatusOnline)
+	if !joined.contains(e.Deadline, hold) {
+		t.Fatalf("leave Deadline %v is not the join [%v, %v] + %v", e.Deadline, joined.from, joined.to, hold)
+	}
+	noEvent(t, sub, quietWindow)
+	wantMembers(t, s, "room", "bob:online", "carol:online", "dave:online")
+	wantPresence(t, s, "alice", StatusOnline) // the session lives on
+	// bob's sid1 is out of the room: ending sid2 takes bob out.
+	must(t, s.EndSession(ctx, "bob", sid2))
+	expectLeave(t, sub, eventTimeout, "room", "bob", StatusOnline)
+}
+
+// A stream closing (Detach) ends its membership after the grace, on its
+// own; a refresh of the same (session, room) within the grace cancels it; a
+// permanent membership is not detachable; grace 0 ends it at once.
+func testDetach(t *testing.T, open opener) {
+	const grace = 2 * time.Second // bob's refresh must come within it on a loaded machine
+	s := open(t, stable())
+	ctx := context.Background()
+	erin := Profile{ID: "erin"}
+	for _, p := range []Profile{alice, bob, erin} {
+		must(t, s.Join(ctx, "room", held(p, sid1, longTTL)))
+		tick()
+	}
+	must(t, s.Join(ctx, "room", hbeat(carol, sid1, ""))) // permanent
+	sub := mustSubscribe(t, s)
+
+	// bob's stream closes first, then alice's; bob's comes straight back.
+	must(t, s.Detach(ctx, "room", "bob", sid1, grace))
+	detached := during(func() { must(t, s.Detach(ctx, "room", "alice", sid1, grace)) })
+	mustRefresh(t, s, StreamRefresh{User: bob, SessionID: sid1, Room: "room", Hold: longTTL})
+	must(t, s.Detach(ctx, "room", "carol", sid1, 0))
+	// Detaching what does not exist is no error and no transition.
+	must(t, s.Detach(ctx, "room", "nobody", sid1, grace))
+	must(t, s.Detach(ctx, "other-room", "alice", sid1, grace))
+	must(t, s.Detach(ctx, "room", "alice", sid2, grace))
+
+	e := expectLeave(t, sub, expiryTimeout, "room", "alice", StatusOnline)
+	if !detached.contains(e.Deadline, grace) {
+		t.Fatalf("leave Deadline %v is not the detach [%v, %v] + %v", e.Deadline, detached.from, detached.to, grace)
+	}
+	noEvent(t, sub, quietWindow) // bob's cancelled detach was due before alice's
+	wantMembers(t, s, "room", "bob:online", "erin:online", "carol:online")
+	wantPresence(t, s, "alice", StatusOnline)
+
+	// Grace 0: the held membership ends now.
+	must(t, s.Detach(ctx, "room", "erin", sid1, 0))
+	if e := expectLeave(t, sub, eventTimeout, "room", "erin", StatusOnline); e.Deadline.IsZero() {
+		t.Fatalf("%s: a held membership's end carries its deadline", fmtEvent(e))
+	}
+	wantMembers(t, s, "room", "bob:online", "carol:online")
+	noEvent(t, sub, quietWindow)
+}
+
+// Detach only ever moves a deadline earlier: a held membership already due
+// sooner than the grace ends when it was due.
+func testDetachNeverExtends(t *testing.T, open opener) {
+	const hold = time.Second
+	s := open(t, stable())
+	ctx := context.Background()
+	sub := mustSubscribe(t, s)
+	joined := during(func() { must(t, s.Join(ctx, "room", held(alice, sid1, hold))) })
+	expectStatus(t, sub, eventTimeout, "alice", StatusOffline, StatusOnline)
+	expectJoin(t, sub, "room", "alice", StatusOnline)
+	must(t, s.Detach(ctx, "room", "alice", sid1, longTTL))
+	e := expectLeave(t, sub, expiryTimeout, "room", "alice", StatusOnline)
+	if !joined.contains(e.Deadline, hold) {
+		t.Fatalf("leave Deadline %v is not the join [%v, %v] + %v", e.Deadline, joined.from, joined.to, hold)
+	}
+}
+
+// Issue 9, bug 3: a stream's refresh (from a node that was frozen while the
+// session was ended elsewhere) must not revive a session ended explicitly.
+// The client itself (an explicit Heartbeat or Join) can.
+func testRefreshStreamsRefusesEndedSession(t *testing.T, open opener) {
+	s := open(t, stable())
+	ctx := context.Background()
+	sub := mustSubscribe(t, s)
+	item := StreamRefresh{User: alice, SessionID: sid1, Room: "room", Hold: longTTL}
+
+	mustRefresh(t, s, item) // creates the session and the membership
+	expectStatus(t, sub, eventTimeout, "alice", StatusOffline, StatusOnline)
+	expectJoin(t, sub, "room", "alice", StatusOnline)
+	must(t, s.EndSession(ctx, "alice", sid1))
+	expectLeave(t, sub, eventTimeout, "room", "alice", StatusOffline)
+	expectStatus(t, sub, eventTimeout, "alice", StatusOnline, StatusOffline, "room")
+
+	for range 3 { // refused every time, and nothing changes
+		if errs := refresh(t, s, item); !errors.Is(errs[0], ErrSessionEnded) {
+			t.Fatalf("refresh of an ended session: %v, want ErrSessionEnded", errs[0])
+		}
+	}
+	noSession := item
+	noSession.Room = ""
+	if errs := refresh(t, s, noSession); !errors.Is(errs[0], ErrSessionEnded) {
+		t.Fatalf("room-less refresh of an ended session: %v, want ErrSessionEnded", errs[0])
+	}
+	noEvent(t, sub, quietWindow)
+	wantPresence(t, s, "alice", StatusOffline)
+	wantMembers(t, s, "room")
+
+	// The tab comes back: an explicit heartbeat revives the session, and the
+	// stream's refreshes work again.
+	must(t, s.Heartbeat(ctx, hbeat(alice, sid1, StatusAway)))
+	expectStatus(t, sub, eventTimeout, "alice", StatusOffline, StatusAway)
+	mustRefresh(t, s, item)
+	expectJoin(t, sub, "room", "alice", StatusAway)
+	mustRefresh(t, s, item)
+	noEvent(t, sub, quietWindow)
+
+	// An explicit Join revives an ended session too.
+	must(t, s.EndSession(ctx, "alice", sid1))
+	expectLeave(t, sub, eventTimeout, "room", "alice", StatusOffline)
+	expectStatus(t, sub, eventTimeout, "alice", StatusAway, StatusOffline, "room")
+	must(t, s.Join(ctx, "room", hbeat(alice, sid1, "")))
+	expectStatus(t, sub, eventTimeout, "alice", StatusOffline, StatusOnline)
+	expectJoin(t, sub, "room", "alice", StatusOnline)
+	mustRefresh(t, s, item)
+
+	// Ending a session that no longer exists (it expired while the stream's
+	// node was frozen) still leaves its tombstone.
+	must(t, s.EndSession(ctx, "bob", sid1))
+	if errs := refresh(t, s, StreamRefresh{User: bob, SessionID: sid1, Room: "room", Hold: longTTL}); !errors.Is(errs[0], ErrSessionEnded) {
+		t.Fatalf("refresh after ending a gone session: %v, want ErrSessionEnded", errs[0])
+	}
+	noEvent(t, sub, quietWindow)
+	wantMembers(t, s, "room", "alice:online")
+}
+
+// A tombstone stands for Options.EndedRetention only.
+func testEndedRetention(t *testing.T, open opener) {
+	opts := stable()
+	opts.EndedRetention = time.Second
+	s := open(t, opts)
+	ctx := context.Background()
+	item := StreamRefresh{User: alice, SessionID: sid1, Room: "room", Hold: longTTL}
+	mustRefresh(t, s, item)
+	must(t, s.EndSession(ctx, "alice", sid1))
+	// Each refused attempt changes nothing; once the tombstone is gone the
+	// refresh re-creates the session.
+	eventually(t, expiryTimeout, "refresh accepted after EndedRetention", func() bool {
+		errs := refresh(t, s, item)
+		if errs[0] != nil && !errors.Is(errs[0], ErrSessionEnded) {
+			t.Fatalf("refresh: %v", errs[0])
+		}
+		return errs[0] == nil
+	})
+	wantMembers(t, s, "room", "alice:online")
+}
+
+// Issue 9, bug 2: "ended" is a property of one session, never of a user.
+// Ending user U's API session leaves U's open stream (another session)
+// refreshing, and another user's session of the same id is unaffected.
+func testEndingOneSessionSparesAnother(t *testing.T, open opener) {
+	s := open(t, stable())
+	ctx := context.Background()
+	tab := StreamRefresh{User: alice, SessionID: sid1, Room: "room", Hold: longTTL}
+	mustRefresh(t, s, tab)
+	must(t, s.Heartbeat(ctx, hbeat(alice, sid2, ""))) // the API session
+	mustRefresh(t, s, StreamRefresh{User: bob, SessionID: sid2, Room: "room", Hold: longTTL})
+	sub := mustSubscribe(t, s)
+
+	must(t, s.EndSession(ctx, "alice", sid2))
+	noEvent(t, sub, quietWindow) // sid1 keeps alice online and in the room
+	mustRefresh(t, s, tab, StreamRefresh{User: bob, SessionID: sid2, Room: "room", Hold: longTTL})
+	noEvent(t, sub, quietWindow)
+	wantMembers(t, s, "room", "alice:online", "bob:online")
+	wantPresence(t, s, "alice", StatusOnline)
+	// Still refused for the ended session itself.
+	if errs := refresh(t, s, StreamRefresh{User: alice, SessionID: sid2}); !errors.Is(errs[0], ErrSessionEnded) {
+		t.Fatalf("refresh of the ended session: %v, want ErrSessionEnded", errs[0])
+	}
+}
+
+// A session (and its membership) that vanished — expired here; lost with a
+// Redis restart in the Redis-only tests — is re-created by the next refresh,
+// with exactly the transitions of a first join; a refresh that changes
+// nothing emits nothing.
+func testRefreshStreamsRecreates(t *testing.T, open opener) {
+	s := open(t, Options{TTL: 2 * time.Second, TypingTTL: longTTL, SweepInterval: 50 * time.Millisecond, LastSeenRetention: time.Hour})
+	sub := mustSubscribe(t, s)
+	item := StreamRefresh{User: alice, SessionID: sid1, Room: "room", Hold: 10 * time.Second}
+
+	mustRefresh(t, s, item)
+	expectStatus(t, sub, eventTimeout, "alice", StatusOffline, StatusOnline)
+	expectJoin(t, sub, "room", "alice", StatusOnline)
+	// Nobody refreshes: the session expires (the hold is longer: the
+	// session's end takes the membership with it).
+	e := expectLeave(t, sub, expiryTimeout, "room", "alice", StatusOffline)
+	expiredAt(t, expectStatus(t, sub, eventTimeout, "alice", StatusOnline, StatusOffline, "room"), e.Deadline)
+
+	mustRefresh(t, s, item)
+	explicit(t, expectStatus(t, sub, eventTimeout, "alice", StatusOffline, StatusOnline))
+	explicit(t, expectJoin(t, sub, "room", "alice", StatusOnline))
+	wantMembers(t, s, "room", "alice:online")
+	mustRefresh(t, s, item)
+	mustRefresh(t, s, StreamRefresh{User: alice, SessionID: sid1})
+	noEvent(t, sub, 200*time.Millisecond) // well within the TTL just refreshed
+}
+
+// One call, many streams: per-item results in item order, each transition
+// exactly once, and nothing on a second identical call.
+func testRefreshStreamsBatch(t *testing.T, open opener) {
+	const n = 40
+	s := open(t, stable())
+	ctx := context.Background()
+	must(t, s.EndSession(ctx, "ended-user", sid1))
+	sub := mustSubscribe(t, s)
+
+	var items []StreamRefresh
+	for i := range n {
+		p := Profile{ID: fmt.Sprintf("user-%02d", i), Name: fmt.Sprintf("User %d", i)}
+		room := ""
+		if i%4 != 0 {
+			room = fmt.Sprintf("room-%d", i%3)
+		}
+		items = append(items, StreamRefresh{User: p, SessionID: sid1, Room: room, Hold: longTTL})
+	}
+	bad := len(items)
+	items = append(items,
+		StreamRefresh{User: Profile{ID: "not valid"}, SessionID: sid1},
+		StreamRefresh{User: alice, SessionID: "short"},
+		StreamRefresh{User: alice, SessionID: sid1, Room: "bad room"},
+		StreamRefresh{User: alice, SessionID: sid1, Room: "room", Hold: -time.Second},
+		StreamRefresh{User: Profile{ID: "ended-user"}, SessionID: sid1, Room: "room", Hold: longTTL},
+	)
+	want := []error{ErrInvalidUserID, ErrInvalidSessionID, ErrInvalidRoomID, ErrInvalidHold, ErrSessionEnded}
+	errs := refresh(t, s, items...)
+	for i, err := range errs {
+		if i < bad {
+			if err != nil {
+				t.Fatalf("item %d: %v", i, err)
+			}
+			continue
+		}
+		if !errors.Is(err, want[i-bad]) {
+			t.Fatalf("item %d: %v, want %v", i, err, want[i-bad])
+		}
+	}
+	status, joins := map[string]int{}, map[string]int{}
+	for len(status) < n || len(joins) < n*3/4 {
+		e := nextEvent(t, sub, eventTimeout)
+		switch e.Kind {
+		case EventStatus:
+			status[e.User.ID]++
+		case EventJoin:
+			if status[e.User.ID] != 1 {
+				t.Fatalf("join before status: %s", fmtEvent(e))
+			}
+			joins[e.User.ID+" "+e.Room]++
+		default:
+			t.Fatalf("unexpected event: %s", fmtEvent(e))
+		}
+	}
+	noEvent(t, sub, quietWindow)
+	for k, c := range status {
+		if c != 1 {
+			t.Fatalf("%s: %d status events", k, c)
+		}
+	}
+	for k, c := range joins {
+		if c != 1 {
+			t.Fatalf("%s: %d join events", k, c)
+		}
+	}
+	mustRefresh(t, s, items[:bad]...)
+	noEvent(t, sub, quietWindow)
+	if ms := members(t, s, "room-1"); len(ms) != 10 {
+		t.Fatalf("room-1 has %d members, want 10", len(ms))
+	}
+	if errs, err := s.RefreshStreams(ctx, nil); err != nil || len(errs) != 0 {
+		t.Fatalf("empty RefreshStreams = %v, %v", errs, err)
+	}
+}
+
+// Issue 11: only a member of a room may start typing in it; stopping always
+// succeeds.
+func testTypingOnlyForMembers(t *testing.T, open opener) {
+	s := open(t, stable())
+	ctx := context.Background()
+	must(t, s.Join(ctx, "other-room", hbeat(alice, sid1, "")))
+	sub := mustSubscribe(t, s)
+
+	notMember := func(what string) {
+		t.Helper()
+		err := s.SetTyping(ctx, "room", alice, true)
+		if !errors.Is(err, ErrNotMember) || errors.Is(err, ErrInvalid) || errors.Is(err, ErrLimit) {
+			t.Fatalf("%s: SetTyping = %v, want ErrNotMember (and not ErrInvalid/ErrLimit)", what, err)
+		}
+	}
+	notMember("member of another room")
+	if err := s.SetTyping(ctx, "room", bob, true); !errors.Is(err, ErrNotMember) {
+		t.Fatalf("unknown user: SetTyping = %v, want ErrNotMember", err)
+	}
+	must(t, s.SetTyping(ctx, "room", alice, false)) // stopping is always fine
+	noEvent(t, sub, quietWindow)
+	wantTyping(t, s, "room")
+	wantMembers(t, s, "room")
+
+	must(t, s.Join(ctx, "room", hbeat(alice, sid1, "")))
+	expectJoin(t, sub, "room", "alice", StatusOnline)
+	must(t, s.SetTyping(ctx, "room", alice, true))
+	expectTyping(t, sub, eventTimeout, "room", typist(alice))
+
+	must(t, s.Leave(ctx, "room", "alice", sid1))
+	expectTyping(t, sub, eventTimeout, "room")
+	expectLeave(t, sub, eventTimeout, "room", "alice", StatusOnline)
+	notMember("after leaving")
+
+	// A held membership counts while it lasts.
+	must(t, s.Join(ctx, "room", held(alice, sid2, 2*time.Second)))
+	expectJoin(t, sub, "room", "alice", StatusOnline)
+	must(t, s.SetTyping(ctx, "room", alice, true))
+	expectTyping(t, sub, eventTimeout, "room", typist(alice))
+	expectTyping(t, sub, expiryTimeout, "room") // the hold ends: typing cleared, then the leave
+	expectLeave(t, sub, eventTimeout, "room", "alice", StatusOnline)
+	notMember("after the hold ended")
+	noEvent(t, sub, quietWindow)
 }

@@ -12,6 +12,8 @@ const (
 	deadlineSession   deadlineKind = iota + 1 // a session's TTL
 	deadlineTyping                            // a typing mark's TypingTTL
 	deadlineRetention                         // an offline user's LastSeenRetention
+	deadlineMember                            // a stream-held membership's Hold
+	deadlineEnded                             // an EndSession tombstone's EndedRetention
 )
 
 // deadline is one entry of the MemoryStore's expiry queue. It is embedded in
@@ -25,6 +27,8 @@ type deadline struct {
 	session *memSession // deadlineSession
 	typist  *memTypist  // deadlineTyping
 	user    *memUser    // deadlineRetention
+	hold    *memHold    // deadlineMember
+	ended   *memEnded   // deadlineEnded
 }
 
 func (d *deadline) queued() bool { return d.index >= 0 }

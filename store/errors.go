@@ -14,12 +14,24 @@ var (
 	ErrMetadataNotObject = invalid("metadata must be a JSON object")
 	ErrTooManyUsers      = invalid("at most 100 user ids per request")
 	ErrNoUsers           = invalid("at least one user id is required")
+	ErrInvalidHold       = invalid("hold must not be negative")
 
 	// ErrLimit is wrapped by the errors of a request that would take a user
 	// past a per-user limit; the gateway answers 429.
 	ErrLimit           = errors.New("limit reached")
 	ErrTooManySessions = limited("a user may have at most 32 live sessions")
 	ErrTooManyRooms    = limited("a session may be in at most 64 rooms")
+
+	// ErrSessionEnded: a RefreshStreams item named a session that was ended
+	// explicitly (EndSession) within Options.EndedRetention. The stream's
+	// refresh must not bring it back; only the client itself can, with an
+	// explicit Heartbeat or Join. Not a client error: the gateway stops
+	// refreshing that stream's session.
+	ErrSessionEnded = errors.New("session ended explicitly")
+	// ErrNotMember: SetTyping(true) by a user who is not a member of the
+	// room. The gateway answers 409 Conflict (the request is well formed and
+	// allowed, but conflicts with the current state: join first).
+	ErrNotMember = errors.New("not a member of the room: join it before typing")
 
 	// ErrSlowSubscriber closes a feed subscription that fell too far behind.
 	ErrSlowSubscriber = errors.New("subscriber too slow: events dropped, re-read state and subscribe again")

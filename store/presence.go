@@ -46,8 +46,33 @@ type Store interface {
 	Leave(ctx context.Context, roomID, userID, sessionID string) error
 
 	// SetTyping marks or unmarks a user as typing in a room. A mark that is
-	// not refreshed disappears TypingTTL after it was last set.
+	// not refreshed disappears TypingTTL after it was last set. Only a member
+	// of the room (a live session of theirs joined it) may start typing
+	// there: for anyone else SetTyping(true) fails with ErrNotMember and
+	// changes nothing. SetTyping(false) always succeeds.
 	SetTyping(ctx context.Context, roomID string, user Profile, typing bool) error
+
+	// RefreshStreams keeps the sessions (and stream-held memberships) of a
+	// node's open streams alive in one call. Each item behaves like
+	// Join(Room, Heartbeat{User, SessionID, Hold}) with an empty Status (or
+	// like Heartbeat when Room is ""): it re-creates a session lost with a
+	// Redis restart and emits nothing when nothing changed, except that it
+	// never revives a session ended explicitly by EndSession within
+	// Options.EndedRetention: such an item fails with ErrSessionEnded and
+	// changes nothing. The result has one error per item (nil = refreshed);
+	// the second return is for a failure of the whole call (then the first
+	// is nil and any item may or may not have been applied).
+	RefreshStreams(ctx context.Context, items []StreamRefresh) ([]error, error)
+
+	// Detach is a stream closing without an explicit offline: the (session,
+	// room) membership's deadline becomes now+grace, so it ends then unless a
+	// Join or RefreshStreams of the same (session, room) comes first, on any
+	// node. Only a stream-held membership (joined with Hold > 0) is
+	// affected, and its deadline only ever moves earlier: a permanent (API)
+	// membership, or one already due sooner, is left alone. grace <= 0 ends
+	// the held membership at once. The session itself is untouched.
+	// Detaching what does not exist is not an error.
+	Detach(ctx context.Context, roomID, userID, sessionID string, grace time.Duration) error
 
 	// Presence reads up to MaxBatch users. Every requested id is a key of the
 	// result; its value is nil for a user never seen (or not seen within
@@ -138,6 +163,29 @@ type Heartbeat struct {
 	// short one when a stream closes without an explicit goodbye, so that a
 	// reload that comes straight back does not flap leave/join.
 	TTL time.Duration
+	// Hold is how long a stream-held room membership lasts without a
+	// refresh; it only matters to Join (and RefreshStreams). 0: the
+	// membership lives as long as the session (API joins). > 0: the
+	// (session, room) membership has its own deadline now+Hold, enforced by
+	// the store's expiry on any node, so a membership held by a stream on a
+	// node that died ends by itself even while the session keeps
+	// heartbeating elsewhere. A Join with Hold 0 makes a held membership
+	// permanent (deadline cleared); a Join with Hold > 0 of a permanent
+	// membership leaves it permanent (an explicit API join is only undone by
+	// Leave or the session's end, never by a stream closing).
+	Hold time.Duration
+}
+
+// StreamRefresh is one open stream's share of a batched refresh
+// (RefreshStreams).
+type StreamRefresh struct {
+	User      Profile
+	SessionID string
+	// Room is the room the stream holds the session in; "" refreshes the
+	// session only (a watch-only or users stream that keeps a session alive).
+	Room string
+	// Hold is the membership's new deadline from now (see Heartbeat.Hold).
+	Hold time.Duration
 }
 
 // Presence is a user's aggregated presence.
@@ -177,8 +225,10 @@ const (
 	// whole new set.
 	EventTyping EventKind = "typing"
 	// EventResync: the feed may have missed transitions (for example the
-	// backend's event log was trimmed while this node was disconnected).
-	// Consumers must re-read whatever state they show.
+	// backend's event log was trimmed while this node was disconnected, or
+	// Redis restarted and lost its state). Consumers must re-read whatever
+	// state they show (and, after a state loss, refresh what they hold:
+	// RefreshStreams re-creates lost sessions and memberships).
 	EventResync EventKind = "resync"
 )
 
@@ -203,8 +253,8 @@ type Event struct {
 	// At is when the transition happened; for an expiry, when it was
 	// processed (Deadline says when it was due).
 	At time.Time `json:"at"`
-	// Deadline, for transitions caused by expiry, is when the session or
-	// typing mark was due to expire. At − Deadline is the expiry lateness.
+	// Deadline, for transitions caused by expiry, is when the session,
+	// stream-held membership or typing mark was due to expire. At − Deadline is the expiry lateness.
 	Deadline time.Time `json:"deadline,omitzero"`
 }
 
@@ -224,6 +274,12 @@ type Options struct {
 	FeedBuffer int
 	// KeyPrefix namespaces every Redis key and channel (Redis backend).
 	KeyPrefix string
+	// EndedRetention is how long an explicit EndSession is remembered (a
+	// tombstone per session): meanwhile RefreshStreams refuses to revive
+	// that session (ErrSessionEnded); an explicit Heartbeat or Join of it
+	// clears the tombstone. It should exceed the longest a stream refresh
+	// can be delayed (a frozen node, a slow network): default 10 minutes.
+	EndedRetention time.Duration
 }
 
 // Limits of the contract.
@@ -247,6 +303,7 @@ func DefaultOptions() Options {
 		SweepInterval:     100 * time.Millisecond,
 		FeedBuffer:        8192,
 		KeyPrefix:         "presence:",
+		EndedRetention:    10 * time.Minute,
 	}
 }
 
@@ -269,6 +326,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.KeyPrefix == "" {
 		o.KeyPrefix = d.KeyPrefix
+	}
+	if o.EndedRetention <= 0 {
+		o.EndedRetention = d.EndedRetention
 	}
 	return o
 }

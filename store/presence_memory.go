@@ -11,8 +11,9 @@ import (
 )
 
 // MemoryStore is the one-process backend: all state lives in memory behind
-// one mutex. Expiry is driven by a min-heap of deadlines (sessions, typing
-// marks, offline users' retention) and a single goroutine whose timer is set
+// one mutex. Expiry is driven by a min-heap of deadlines (sessions,
+// stream-held memberships, typing marks, EndSession tombstones, offline
+// users' retention) and a single goroutine whose timer is set
 // to the earliest one, so transitions happen when they are due rather than
 // on the next tick of a sweep.
 type MemoryStore struct {
@@ -23,6 +24,7 @@ type MemoryStore struct {
 	closed  bool
 	users   map[string]*memUser
 	rooms   map[string]*memRoom
+	ended   map[sessionKey]*memEnded // EndSession tombstones
 	queue   deadlineHeap
 	armed   time.Time // what the expiry timer is set for; zero while idle
 	seq     uint64    // orders memberships and typing marks
@@ -53,7 +55,25 @@ type memSession struct {
 	id     string
 	user   *memUser
 	status Status
-	rooms  map[string]struct{}
+	rooms  map[string]*memHold // the rooms this session joined
+	expiry deadline
+}
+
+// memHold is one session's membership of one room. Its expiry is queued
+// while the membership is stream-held (joined with Hold > 0) and idle while
+// it is permanent (it then lives as long as the session).
+type memHold struct {
+	session *memSession
+	room    string
+	expiry  deadline
+}
+
+// sessionKey names one session of one user.
+type sessionKey struct{ user, session string }
+
+// memEnded is the tombstone of a session ended by EndSession.
+type memEnded struct {
+	key    sessionKey
 	expiry deadline
 }
 
@@ -86,6 +106,7 @@ func NewMemory(opts Options) *MemoryStore {
 		feed:    newFeed(opts.FeedBuffer),
 		users:   make(map[string]*memUser),
 		rooms:   make(map[string]*memRoom),
+		ended:   make(map[sessionKey]*memEnded),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		stopped: make(chan struct{}),
@@ -120,8 +141,89 @@ func (m *MemoryStore) Heartbeat(ctx context.Context, hb Heartbeat) error {
 	if err := m.checkLimitsLocked(hb, ""); err != nil {
 		return err
 	}
+	m.clearEndedLocked(hb.User.ID, hb.SessionID)
 	m.heartbeatLocked(hb, time.Now())
 	m.flushLocked()
+	return nil
+}
+
+// clearEndedLocked forgets a session's tombstone: an explicit Heartbeat or
+// Join is the client itself coming back to that session.
+func (m *MemoryStore) clearEndedLocked(userID, sessionID string) {
+	if e := m.ended[sessionKey{userID, sessionID}]; e != nil {
+		m.queue.cancel(&e.expiry)
+		delete(m.ended, e.key)
+	}
+}
+
+// RefreshStreams implements Store.
+func (m *MemoryStore) RefreshStreams(ctx context.Context, items []StreamRefresh) ([]error, error) {
+	errs := make([]error, len(items))
+	valid := 0
+	for i, it := range items {
+		if errs[i] = validateRefresh(it); errs[i] == nil {
+			valid++
+		}
+	}
+	if valid == 0 {
+		return errs, nil
+	}
+	if err := m.lockOpen(ctx); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	now := time.Now()
+	for i, it := range items {
+		if errs[i] != nil {
+			continue
+		}
+		if m.ended[sessionKey{it.User.ID, it.SessionID}] != nil {
+			errs[i] = ErrSessionEnded
+			continue
+		}
+		hb := Heartbeat{User: it.User, SessionID: it.SessionID, Hold: it.Hold}
+		if errs[i] = m.checkLimitsLocked(hb, it.Room); errs[i] != nil {
+			continue
+		}
+		s := m.heartbeatLocked(hb, now)
+		if it.Room != "" {
+			m.joinLocked(s, it.Room, it.Hold, now)
+		}
+	}
+	m.flushLocked()
+	return errs, nil
+}
+
+// Detach implements Store.
+func (m *MemoryStore) Detach(ctx context.Context, roomID, userID, sessionID string, grace time.Duration) error {
+	if err := validateRoomSession(roomID, userID, sessionID); err != nil {
+		return err
+	}
+	if err := m.lockOpen(ctx); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	u := m.users[userID]
+	if u == nil {
+		return nil
+	}
+	s := u.sessions[sessionID]
+	if s == nil {
+		return nil
+	}
+	h := s.rooms[roomID]
+	if h == nil || !h.expiry.queued() {
+		return nil // not in the room, or a permanent membership
+	}
+	now := time.Now()
+	if grace <= 0 {
+		m.leaveRoomLocked(s, roomID, u.status, now, now)
+		m.flushLocked()
+		return nil
+	}
+	if at := now.Add(grace); at.Before(h.expiry.at) {
+		m.scheduleLocked(&h.expiry, at)
+	}
 	return nil
 }
 
@@ -154,6 +256,10 @@ func (m *MemoryStore) EndSession(ctx context.Context, userID, sessionID string) 
 		return err
 	}
 	defer m.mu.Unlock()
+	now := time.Now()
+	// The tombstone is recorded even when the session is already gone (it
+	// may have expired while a frozen node still holds a stream of it).
+	m.markEndedLocked(sessionKey{userID, sessionID}, now)
 	u := m.users[userID]
 	if u == nil {
 		return nil
@@ -162,9 +268,20 @@ func (m *MemoryStore) EndSession(ctx context.Context, userID, sessionID string) 
 	if s == nil {
 		return nil
 	}
-	m.endSessionLocked(s, time.Now(), time.Time{})
+	m.endSessionLocked(s, now, time.Time{})
 	m.flushLocked()
 	return nil
+}
+
+// markEndedLocked records (or renews) a session's tombstone.
+func (m *MemoryStore) markEndedLocked(k sessionKey, now time.Time) {
+	e := m.ended[k]
+	if e == nil {
+		e = &memEnded{key: k}
+		e.expiry = deadline{index: -1, kind: deadlineEnded, ended: e}
+		m.ended[k] = e
+	}
+	m.scheduleLocked(&e.expiry, now.Add(m.opts.EndedRetention))
 }
 
 // Join implements Store.
@@ -183,9 +300,23 @@ func (m *MemoryStore) Join(ctx context.Context, roomID string, hb Heartbeat) err
 		return err
 	}
 	now := time.Now()
+	m.clearEndedLocked(hb.User.ID, hb.SessionID)
 	s := m.heartbeatLocked(hb, now)
-	if _, in := s.rooms[roomID]; !in {
-		s.rooms[roomID] = struct{}{}
+	m.joinLocked(s, roomID, hb.Hold, now)
+	m.flushLocked()
+	return nil
+}
+
+// joinLocked puts session s into a room (announcing the user's join if it
+// is their first session there) and sets the membership's deadline: hold 0
+// makes it permanent; hold > 0 moves a new or held membership's deadline to
+// now+hold and leaves a permanent one permanent.
+func (m *MemoryStore) joinLocked(s *memSession, roomID string, hold time.Duration, now time.Time) {
+	h := s.rooms[roomID]
+	if h == nil {
+		h = &memHold{session: s, room: roomID}
+		h.expiry = deadline{index: -1, kind: deadlineMember, hold: h}
+		s.rooms[roomID] = h
 		u := s.user
 		mem := u.rooms[roomID]
 		if mem == nil {
@@ -197,9 +328,17 @@ func (m *MemoryStore) Join(ctx context.Context, roomID string, hb Heartbeat) err
 			m.emit(Event{Kind: EventJoin, Room: roomID, User: u.profile, To: u.status, At: now})
 		}
 		mem.sessions++
+		if hold > 0 {
+			m.scheduleLocked(&h.expiry, now.Add(hold))
+		}
+		return
 	}
-	m.flushLocked()
-	return nil
+	switch {
+	case hold <= 0:
+		m.queue.cancel(&h.expiry)
+	case h.expiry.queued():
+		m.scheduleLocked(&h.expiry, now.Add(hold))
+	}
 }
 
 // Leave implements Store.
@@ -241,6 +380,9 @@ func (m *MemoryStore) SetTyping(ctx context.Context, roomID string, user Profile
 	defer m.mu.Unlock()
 	now := time.Now()
 	if typing {
+		if u := m.users[user.ID]; u == nil || u.rooms[roomID] == nil {
+			return ErrNotMember
+		}
 		r := m.roomLocked(roomID)
 		t := r.typing[user.ID]
 		if t != nil {
@@ -401,7 +543,7 @@ func (m *MemoryStore) heartbeatLocked(hb Heartbeat, now time.Time) *memSession {
 
 	s := u.sessions[hb.SessionID]
 	if s == nil {
-		s = &memSession{id: hb.SessionID, user: u, status: StatusOnline, rooms: make(map[string]struct{})}
+		s = &memSession{id: hb.SessionID, user: u, status: StatusOnline, rooms: make(map[string]*memHold)}
 		s.expiry = deadline{index: -1, kind: deadlineSession, session: s}
 		u.sessions[hb.SessionID] = s
 	}
@@ -452,6 +594,9 @@ func (m *MemoryStore) endSessionLocked(s *memSession, now, dl time.Time) {
 // the user remains in it, the user's typing mark there is cleared and the
 // user leaves (to is the status the leave event announces).
 func (m *MemoryStore) leaveRoomLocked(s *memSession, roomID string, to Status, now, dl time.Time) {
+	if h := s.rooms[roomID]; h != nil {
+		m.queue.cancel(&h.expiry)
+	}
 	delete(s.rooms, roomID)
 	u := s.user
 	mem := u.rooms[roomID]
@@ -595,6 +740,14 @@ func (m *MemoryStore) expireDueLocked(limit int) bool {
 			t := d.typist
 			m.removeTypistLocked(t, now, d.at)
 			m.pruneRoomLocked(t.room)
+		case deadlineMember:
+			// A stream-held membership nobody refreshed: the session leaves
+			// the room; the session itself lives on.
+			h := d.hold
+			s := h.session
+			m.leaveRoomLocked(s, h.room, s.user.status, now, d.at)
+		case deadlineEnded:
+			delete(m.ended, d.ended.key)
 		case deadlineRetention:
 			u := d.user
 			if len(u.sessions) == 0 && m.users[u.profile.ID] == u {

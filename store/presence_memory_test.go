@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -29,7 +30,8 @@ func memState(m *MemoryStore) (users, rooms, queued int) {
 // An offline user is forgotten after LastSeenRetention; one who came back
 // in time is not.
 func TestMemoryRetentionForgetsUsers(t *testing.T) {
-	m := NewMemory(Options{TTL: longTTL, LastSeenRetention: 300 * time.Millisecond})
+	// Short tombstones too, so that only bob's session is left queued.
+	m := NewMemory(Options{TTL: longTTL, LastSeenRetention: 300 * time.Millisecond, EndedRetention: 100 * time.Millisecond})
 	t.Cleanup(func() { _ = m.Close() })
 	ctx := context.Background()
 
@@ -51,7 +53,8 @@ func TestMemoryRetentionForgetsUsers(t *testing.T) {
 // Nothing is left behind once everybody has gone: no rooms, no typing
 // marks, and only the retention deadlines of the offline users.
 func TestMemoryNoLeak(t *testing.T) {
-	m := NewMemory(Options{TTL: 500 * time.Millisecond, TypingTTL: 300 * time.Millisecond, LastSeenRetention: time.Hour})
+	m := NewMemory(Options{TTL: 500 * time.Millisecond, TypingTTL: 300 * time.Millisecond, LastSeenRetention: time.Hour,
+		EndedRetention: 300 * time.Millisecond})
 	t.Cleanup(func() { _ = m.Close() })
 	ctx := context.Background()
 	const n = 40
@@ -60,7 +63,14 @@ func TestMemoryNoLeak(t *testing.T) {
 		room := fmt.Sprintf("room-%d", i%7)
 		must(t, m.Join(ctx, room, hbeat(p, sid1, "")))
 		must(t, m.SetTyping(ctx, room, p, true))
-		must(t, m.SetTyping(ctx, "elsewhere", p, true)) // typing without membership
+		// Typing without membership is refused and leaves nothing behind.
+		if err := m.SetTyping(ctx, "elsewhere", p, true); !errors.Is(err, ErrNotMember) {
+			t.Fatalf("typing outside the room: %v, want ErrNotMember", err)
+		}
+		// Held memberships that end by their deadline leave nothing either.
+		held := hbeat(p, sid2, "")
+		held.Hold = 200 * time.Millisecond
+		must(t, m.Join(ctx, "held-"+room, held))
 		switch i % 3 {
 		case 0:
 			must(t, m.Leave(ctx, room, p.ID, sid1))

@@ -31,7 +31,12 @@ import (
 //   - after every (re)subscription, reads the log from the last event it saw,
 //     so events published while its pub/sub connection was down still reach
 //     its subscribers. If the log was trimmed past that point it sends
-//     EventResync instead.
+//     EventResync instead;
+//   - checks, on every resubscription and every stateCheckInterval, that
+//     Redis still holds the state it knew (the server's run_id and the
+//     Pepoch token): a restart that lost the data set, a failover or a
+//     FLUSHALL makes it send EventResync on every subscription, whether or
+//     not any event flows afterwards.
 type RedisStore struct {
 	client  *redis.Client
 	opts    Options
@@ -44,15 +49,22 @@ type RedisStore struct {
 	ttlMarker  string // P{u: — prefix of session TTL keys
 	subscribed atomic.Bool
 	isClosed   atomic.Bool
+	// refreshPerItem makes RefreshStreams send one heartbeat script call per
+	// item instead of refresh_many.lua calls (benchmarks compare the two).
+	refreshPerItem bool
 
 	pubsub *redis.PubSub
 	reaps  chan [2]string // (user, session) from keyspace events
 
 	pendingMu sync.Mutex
 	pending   map[string]*Subscription // barrier token → subscription waiting for it
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	once      sync.Once
+
+	stateMu sync.Mutex // serializes checkState; guards runID and epoch
+	runID   string     // the server's run_id when last checked
+	epoch   string     // the Pepoch token when last checked
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	once    sync.Once
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -76,10 +88,14 @@ var (
 	luaTypingRead string
 	//go:embed lua/barrier.lua
 	luaBarrier string
+	//go:embed lua/detach.lua
+	luaDetach string
+	//go:embed lua/refresh_many.lua
+	luaRefreshMany string
 )
 
 type redisScripts struct {
-	heartbeat, endSession, leave, typing, sweep, members, typingRead, barrier *redis.Script
+	heartbeat, endSession, leave, typing, sweep, members, typingRead, barrier, detach, refreshMany *redis.Script
 }
 
 // withLib puts the shared library in front of a script body.
@@ -117,14 +133,16 @@ func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logg
 		pending:   make(map[string]*Subscription),
 	}
 	s.scripts = redisScripts{
-		heartbeat:  withLib(luaHeartbeat),
-		endSession: withLib(luaEndSession),
-		leave:      withLib(luaLeave),
-		typing:     withLib(luaTyping),
-		sweep:      withLib(luaSweep),
-		members:    withLib(luaMembers),
-		typingRead: withLib(luaTypingRead),
-		barrier:    withLib(luaBarrier),
+		heartbeat:   withLib(luaHeartbeat),
+		endSession:  withLib(luaEndSession),
+		leave:       withLib(luaLeave),
+		typing:      withLib(luaTyping),
+		sweep:       withLib(luaSweep),
+		members:     withLib(luaMembers),
+		typingRead:  withLib(luaTypingRead),
+		barrier:     withLib(luaBarrier),
+		detach:      withLib(luaDetach),
+		refreshMany: withLib(luaRefreshMany),
 	}
 	if err := s.client.Ping(ctx).Err(); err != nil {
 		s.client.Close()
@@ -135,6 +153,10 @@ func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logg
 		return nil, fmt.Errorf("redis load scripts: %w", err)
 	}
 	s.enableExpiryEvents(ctx)
+	if _, err := s.checkState(ctx); err != nil {
+		s.client.Close()
+		return nil, fmt.Errorf("redis state check: %w", err)
+	}
 
 	// The log position this node starts from: events before it are history.
 	last := "0-0"
@@ -148,10 +170,11 @@ func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logg
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.pubsub = s.client.Subscribe(bg, s.channel, s.expiredCh)
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go s.dispatch(bg, s.pubsub, last)
 	go s.reapExpired(bg)
 	go s.sweep(bg)
+	go s.watchState(bg)
 	return s, nil
 }
 
@@ -213,7 +236,8 @@ func (s *RedisStore) args(args []any) []any {
 
 func (s *RedisStore) loadScripts(ctx context.Context) error {
 	for _, sc := range []*redis.Script{s.scripts.heartbeat, s.scripts.endSession, s.scripts.leave,
-		s.scripts.typing, s.scripts.sweep, s.scripts.members, s.scripts.typingRead, s.scripts.barrier} {
+		s.scripts.typing, s.scripts.sweep, s.scripts.members, s.scripts.typingRead, s.scripts.barrier,
+		s.scripts.detach, s.scripts.refreshMany} {
 		if err := sc.Load(ctx, s.client).Err(); err != nil {
 			return err
 		}
@@ -228,7 +252,7 @@ func (s *RedisStore) Heartbeat(ctx context.Context, hb Heartbeat) error {
 	if err := validateHeartbeat(hb); err != nil {
 		return err
 	}
-	return s.heartbeat(ctx, hb, "")
+	return s.heartbeat(ctx, hb, "", modeClient)
 }
 
 // Join implements Store.
@@ -239,13 +263,26 @@ func (s *RedisStore) Join(ctx context.Context, roomID string, hb Heartbeat) erro
 	if err := validateHeartbeat(hb); err != nil {
 		return err
 	}
-	return s.heartbeat(ctx, hb, roomID)
+	return s.heartbeat(ctx, hb, roomID, modeClient)
 }
 
-func (s *RedisStore) heartbeat(ctx context.Context, hb Heartbeat, room string) error {
+// The heartbeat script's modes: an explicit client call clears the
+// session's EndSession tombstone, a stream's refresh is refused by it.
+const (
+	modeClient = "client"
+	modeStream = "stream"
+)
+
+func (s *RedisStore) heartbeat(ctx context.Context, hb Heartbeat, room, mode string) error {
 	if s.closed() {
 		return ErrClosed
 	}
+	keys, args := s.heartbeatCall(hb, room, mode)
+	return scriptError(s.run(ctx, s.scripts.heartbeat, keys, args...).Err())
+}
+
+// heartbeatCall is the heartbeat script's KEYS and script-specific ARGV.
+func (s *RedisStore) heartbeatCall(hb Heartbeat, room, mode string) ([]string, []any) {
 	ttl := hb.TTL
 	if ttl <= 0 {
 		ttl = s.opts.TTL
@@ -254,21 +291,184 @@ func (s *RedisStore) heartbeat(ctx context.Context, hb Heartbeat, room string) e
 	if hb.Metadata != nil {
 		hasMeta, meta = "1", string(hb.Metadata)
 	}
+	hold := int64(0)
+	if hb.Hold > 0 {
+		hold = max(hb.Hold.Milliseconds(), 1)
+	}
 	uid := hb.User.ID
 	keys := []string{
 		s.userKey(uid, "user"), s.userKey(uid, "sess"), s.userKey(uid, "ttl:"+hb.SessionID),
-		s.key("deadlines"), s.roomKey(room, "members"),
+		s.key("deadlines"), s.roomKey(room, "members"), s.userKey(uid, "end:"+hb.SessionID),
+		s.key("member-deadlines"),
 	}
-	err := s.run(ctx, s.scripts.heartbeat, keys,
-		uid, hb.SessionID, hb.User.Name, hb.User.Avatar, string(hb.Status), hasMeta, meta,
-		max(ttl.Milliseconds(), 1), room, MaxSessionsPerUser, MaxRoomsPerSession).Err()
-	if err != nil && strings.Contains(err.Error(), "PRESENCE_LIMIT sessions") {
+	return keys, []any{uid, hb.SessionID, hb.User.Name, hb.User.Avatar, string(hb.Status), hasMeta, meta,
+		max(ttl.Milliseconds(), 1), room, MaxSessionsPerUser, MaxRoomsPerSession, hold, mode}
+}
+
+// scriptError maps the scripts' refusals to the store's sentinel errors.
+func scriptError(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "PRESENCE_LIMIT sessions"):
 		return ErrTooManySessions
-	}
-	if err != nil && strings.Contains(err.Error(), "PRESENCE_LIMIT rooms") {
+	case strings.Contains(msg, "PRESENCE_LIMIT rooms"):
 		return ErrTooManyRooms
+	case strings.Contains(msg, "PRESENCE_ENDED"):
+		return ErrSessionEnded
+	case strings.Contains(msg, "PRESENCE_NOT_MEMBER"):
+		return ErrNotMember
 	}
 	return err
+}
+
+// RefreshStreams implements Store: one pipelined round trip, one heartbeat
+// script call per item (each item touches one user's keys, so the calls can
+// later be spread over cluster slots unchanged).
+func (s *RedisStore) RefreshStreams(ctx context.Context, items []StreamRefresh) ([]error, error) {
+	if s.closed() {
+		return nil, ErrClosed
+	}
+	errs := make([]error, len(items))
+	todo := make([]int, 0, len(items))
+	for i, it := range items {
+		if errs[i] = validateRefresh(it); errs[i] == nil {
+			todo = append(todo, i)
+		}
+	}
+	if s.refreshPerItem {
+		if err := s.refreshPipelined(ctx, items, todo, errs); err != nil {
+			return nil, err
+		}
+	} else if err := s.refreshBatched(ctx, items, todo, errs); err != nil {
+		return nil, err
+	}
+	// A failure of the connection fails every item alike: say so once.
+	if len(items) > 0 {
+		first := errs[0]
+		same := first != nil && !isItemError(first)
+		for _, err := range errs[1:] {
+			if !same || err == nil || err.Error() != first.Error() {
+				same = false
+				break
+			}
+		}
+		if same {
+			return nil, first
+		}
+	}
+	return errs, nil
+}
+
+// refreshChunk is how many items one refresh_many.lua call handles: a chunk
+// blocks Redis for about refreshChunk × 10 µs.
+const refreshChunk = 100
+
+// refreshBatched runs the items listed in todo as refresh_many.lua calls of
+// up to refreshChunk items each, all in one pipelined round trip, and sets
+// their errs. (On a sharded cluster a call may only cover items whose keys
+// share a slot: refreshPipelined is the shape for that.)
+func (s *RedisStore) refreshBatched(ctx context.Context, items []StreamRefresh, todo []int, errs []error) error {
+	for attempt := 0; len(todo) > 0; attempt++ {
+		pipe := s.client.Pipeline()
+		var chunks [][]int
+		var cmds []*redis.Cmd
+		for from := 0; from < len(todo); from += refreshChunk {
+			chunk := todo[from:min(len(todo), from+refreshChunk)]
+			keys := make([]string, 0, 7*len(chunk))
+			args := make([]any, 0, 3+13*len(chunk))
+			args = append(args, s.args(nil)...)
+			for _, i := range chunk {
+				it := items[i]
+				k, a := s.heartbeatCall(Heartbeat{User: it.User, SessionID: it.SessionID, Hold: it.Hold}, it.Room, modeStream)
+				keys = append(keys, k...)
+				args = append(args, a...)
+			}
+			chunks = append(chunks, chunk)
+			cmds = append(cmds, s.scripts.refreshMany.EvalSha(ctx, pipe, keys, args...))
+		}
+		_, _ = pipe.Exec(ctx) // errors are per command
+		var again []int
+		for c, cmd := range cmds {
+			res, err := cmd.StringSlice()
+			if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0 {
+				again = append(again, chunks[c]...)
+				continue
+			}
+			for j, i := range chunks[c] {
+				switch {
+				case err != nil:
+					errs[i] = err
+				case j >= len(res):
+					errs[i] = fmt.Errorf("redis refresh: %d results for %d items", len(res), len(chunks[c]))
+				case res[j] != "":
+					errs[i] = scriptError(errors.New(res[j]))
+				}
+			}
+		}
+		if len(again) > 0 {
+			if err := s.loadScripts(ctx); err != nil {
+				return fmt.Errorf("redis load scripts: %w", err)
+			}
+		}
+		todo = again
+	}
+	return nil
+}
+
+// refreshPipelined runs the items listed in todo as one heartbeat.lua call
+// each, all in one pipelined round trip, and sets their errs.
+func (s *RedisStore) refreshPipelined(ctx context.Context, items []StreamRefresh, todo []int, errs []error) error {
+	for attempt := 0; len(todo) > 0; attempt++ {
+		pipe := s.client.Pipeline()
+		cmds := make([]*redis.Cmd, len(todo))
+		for j, i := range todo {
+			it := items[i]
+			keys, args := s.heartbeatCall(Heartbeat{User: it.User, SessionID: it.SessionID, Hold: it.Hold}, it.Room, modeStream)
+			cmds[j] = s.scripts.heartbeat.EvalSha(ctx, pipe, keys, s.args(args)...)
+		}
+		_, _ = pipe.Exec(ctx) // errors are per command
+		var again []int
+		for j, i := range todo {
+			err := cmds[j].Err()
+			if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0 {
+				again = append(again, i) // not run: Redis restarted and lost its script cache
+				continue
+			}
+			errs[i] = scriptError(err)
+		}
+		if len(again) > 0 {
+			if err := s.loadScripts(ctx); err != nil {
+				return fmt.Errorf("redis load scripts: %w", err)
+			}
+		}
+		todo = again
+	}
+	return nil
+}
+
+// isItemError reports whether err is about one item rather than the call.
+func isItemError(err error) bool {
+	return errors.Is(err, ErrInvalid) || errors.Is(err, ErrLimit) || errors.Is(err, ErrSessionEnded)
+}
+
+// Detach implements Store.
+func (s *RedisStore) Detach(ctx context.Context, roomID, userID, sessionID string, grace time.Duration) error {
+	if err := validateRoomSession(roomID, userID, sessionID); err != nil {
+		return err
+	}
+	if s.closed() {
+		return ErrClosed
+	}
+	g := int64(0)
+	if grace > 0 {
+		g = max(grace.Milliseconds(), 1)
+	}
+	return s.run(ctx, s.scripts.detach,
+		[]string{s.userKey(userID, "sess"), s.key("member-deadlines"), s.roomKey(roomID, "members")},
+		userID, sessionID, roomID, g).Err()
 }
 
 // EndSession implements Store.
@@ -279,8 +479,13 @@ func (s *RedisStore) EndSession(ctx context.Context, userID, sessionID string) e
 	if s.closed() {
 		return ErrClosed
 	}
-	return s.run(ctx, s.scripts.endSession,
-		[]string{s.userKey(userID, "sess"), s.key("deadlines")}, userID, sessionID, "end").Err()
+	return s.run(ctx, s.scripts.endSession, s.endSessionKeys(userID, sessionID),
+		userID, sessionID, "end", max(s.opts.EndedRetention.Milliseconds(), 1)).Err()
+}
+
+func (s *RedisStore) endSessionKeys(userID, sessionID string) []string {
+	return []string{s.userKey(userID, "sess"), s.key("deadlines"), s.userKey(userID, "end:"+sessionID),
+		s.key("member-deadlines")}
 }
 
 // Leave implements Store.
@@ -292,7 +497,8 @@ func (s *RedisStore) Leave(ctx context.Context, roomID, userID, sessionID string
 		return ErrClosed
 	}
 	return s.run(ctx, s.scripts.leave,
-		[]string{s.userKey(userID, "sess"), s.roomKey(roomID, "members")}, userID, sessionID, roomID).Err()
+		[]string{s.userKey(userID, "sess"), s.roomKey(roomID, "members"), s.key("member-deadlines")},
+		userID, sessionID, roomID).Err()
 }
 
 // SetTyping implements Store.
@@ -310,9 +516,10 @@ func (s *RedisStore) SetTyping(ctx context.Context, roomID string, user Profile,
 	if typing {
 		on = "1"
 	}
-	keys := []string{s.roomKey(roomID, "typing"), s.roomKey(roomID, "tnames"), s.key("typing-deadlines")}
-	return s.run(ctx, s.scripts.typing, keys,
-		roomID, user.ID, user.DisplayName(), on, max(s.opts.TypingTTL.Milliseconds(), 1)).Err()
+	keys := []string{s.roomKey(roomID, "typing"), s.roomKey(roomID, "tnames"), s.key("typing-deadlines"),
+		s.roomKey(roomID, "members")}
+	return scriptError(s.run(ctx, s.scripts.typing, keys,
+		roomID, user.ID, user.DisplayName(), on, max(s.opts.TypingTTL.Milliseconds(), 1)).Err())
 }
 
 // Presence implements Store.
@@ -489,7 +696,12 @@ func (s *RedisStore) dispatch(ctx context.Context, pubsub *redis.PubSub, last st
 		case *redis.Subscription:
 			if m.Kind == "subscribe" && m.Channel == s.channel {
 				// A first subscription or a resubscription after a dropped
-				// connection: whatever was published in between is in the log.
+				// connection: whatever was published in between is in the
+				// log, unless Redis lost its state meanwhile (then the log
+				// may hold nothing to tell us so: ask the server itself).
+				if _, err := s.checkState(ctx); err != nil && ctx.Err() == nil {
+					s.log.Warn("presence: checking Redis state after resubscribe failed; will retry", "error", err)
+				}
 				last = s.catchUp(ctx, last)
 				s.subscribed.Store(true)
 			}
@@ -641,8 +853,7 @@ func (s *RedisStore) reapExpired(ctx context.Context) {
 		}
 		pipe := s.client.Pipeline()
 		for _, r := range batch {
-			s.scripts.endSession.EvalSha(ctx, pipe,
-				[]string{s.userKey(r[0], "sess"), s.key("deadlines")}, s.args([]any{r[0], r[1], "reap"})...)
+			s.scripts.endSession.EvalSha(ctx, pipe, s.endSessionKeys(r[0], r[1]), s.args([]any{r[0], r[1], "reap", 0})...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, redis.Nil) {
 			// NOSCRIPT after a Redis restart flushed the script cache: load
@@ -659,7 +870,7 @@ func (s *RedisStore) sweep(ctx context.Context) {
 	defer s.wg.Done()
 	t := time.NewTicker(s.opts.SweepInterval)
 	defer t.Stop()
-	keys := []string{s.key("deadlines"), s.key("typing-deadlines")}
+	keys := []string{s.key("deadlines"), s.key("typing-deadlines"), s.key("member-deadlines")}
 	for {
 		select {
 		case <-ctx.Done():
@@ -674,7 +885,7 @@ func (s *RedisStore) sweep(ctx context.Context) {
 				}
 				break
 			}
-			if len(n) < 2 || (n[0] < sweepLimit && n[1] < sweepLimit) {
+			if len(n) < 3 || (n[0] < sweepLimit && n[1] < sweepLimit && n[2] < sweepLimit) {
 				break
 			}
 		}
@@ -721,4 +932,106 @@ func msTime(s string) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(ms)
+}
+
+// stateCheckInterval is how often a node asks Redis whether it still holds
+// the state the node knew: ten sweep intervals, between 100 ms and 1 s
+// (an INFO server and a GET: cheap).
+func (s *RedisStore) stateCheckInterval() time.Duration {
+	return min(max(10*s.opts.SweepInterval, 100*time.Millisecond), time.Second)
+}
+
+// watchState runs checkState periodically, so that a state loss that does
+// not drop the pub/sub connection (FLUSHALL, a failover behind a proxy) or
+// that happens while nothing is written is still noticed.
+func (s *RedisStore) watchState(ctx context.Context) {
+	defer s.wg.Done()
+	t := time.NewTicker(s.stateCheckInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := s.checkState(ctx); err != nil && ctx.Err() == nil {
+			s.log.Debug("presence: Redis state check failed", "error", err)
+		}
+	}
+}
+
+// checkState compares the server's run_id and the Pepoch token with what
+// this node saw last. A changed run_id (a restart or a failover: writes may
+// have been lost) or a missing or changed token (the data set was lost or
+// flushed) is a state loss: the node re-enables what a fresh server lacks
+// and sends EventResync on every subscription. The first call only records
+// what it finds. It reports whether a loss was detected.
+func (s *RedisStore) checkState(ctx context.Context) (bool, error) {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	runID := ""
+	info, err := s.client.Info(ctx, "server").Result()
+	var refused redis.Error
+	switch {
+	case err == nil:
+		runID = infoField(info, "run_id")
+	case errors.As(err, &refused):
+		// A managed Redis that refuses INFO: the epoch token alone still
+		// tells a lost data set.
+	default:
+		return false, err
+	}
+	epochKey := s.key("epoch")
+	epoch, err := s.client.Get(ctx, epochKey).Result()
+	if errors.Is(err, redis.Nil) {
+		// A new (or emptied) data set: mark it. SETNX then GET, so that
+		// nodes racing here all adopt the same token.
+		if err := s.client.SetNX(ctx, epochKey, randomToken(), 0).Err(); err != nil {
+			return false, err
+		}
+		epoch, err = s.client.Get(ctx, epochKey).Result()
+	}
+	if err != nil {
+		return false, err
+	}
+	first := s.runID == "" && s.epoch == ""
+	lost := !first && (runID != s.runID || epoch != s.epoch)
+	s.runID, s.epoch = runID, epoch
+	if lost {
+		s.log.Warn("presence: Redis lost or may have lost its state (restart, failover or flush); announcing a resync",
+			"run_id", runID)
+		s.stateLost(ctx)
+	}
+	return lost, nil
+}
+
+// stateLost restores what a fresh server lacks and tells every subscriber
+// to re-read state. Subscriptions still waiting for their barrier (which
+// may have been lost with the state) start now: the resync covers them.
+func (s *RedisStore) stateLost(ctx context.Context) {
+	s.enableExpiryEvents(ctx)
+	if err := s.loadScripts(ctx); err != nil {
+		s.log.Warn("presence: reloading scripts after a state loss failed", "error", err)
+	}
+	s.pendingMu.Lock()
+	waiting := make([]*Subscription, 0, len(s.pending))
+	for token, sub := range s.pending {
+		waiting = append(waiting, sub)
+		delete(s.pending, token)
+	}
+	s.pendingMu.Unlock()
+	for _, sub := range waiting {
+		s.feed.activate(sub)
+	}
+	s.feed.publish(Event{Kind: EventResync, At: time.Now()})
+}
+
+// infoField returns one "name:value" field of an INFO reply.
+func infoField(info, name string) string {
+	for line := range strings.SplitSeq(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
+			return v
+		}
+	}
+	return ""
 }

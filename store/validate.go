@@ -82,7 +82,24 @@ func validateHeartbeat(hb Heartbeat) error {
 			return ErrInvalidStatus
 		}
 	}
+	if hb.Hold < 0 {
+		return ErrInvalidHold
+	}
 	return ValidateMetadata(hb.Metadata)
+}
+
+// validateRefresh checks one RefreshStreams item.
+func validateRefresh(it StreamRefresh) error {
+	if err := validateSession(it.User.ID, it.SessionID); err != nil {
+		return err
+	}
+	if it.Room != "" && !ValidRoomID(it.Room) {
+		return ErrInvalidRoomID
+	}
+	if it.Hold < 0 {
+		return ErrInvalidHold
+	}
+	return nil
 }
 
 // ValidateMetadata accepts nil (keep) or a JSON object of at most

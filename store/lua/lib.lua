@@ -8,12 +8,18 @@
 -- Key layout (P = prefix). A user's keys share the {u:<id>} hash tag and a
 -- room's keys the {r:<id>} tag, so each lives in one cluster slot:
 --   P{u:ID}:user       hash  name, avatar, meta, seen (lastSeen ms), st (last published status)
---   P{u:ID}:sess       hash  session id -> {"s":status,"d":deadline ms,"r":[rooms]}
+--   P{u:ID}:sess       hash  session id -> {"s":status,"d":deadline ms,"r":[rooms],
+--                            "h":{room: deadline ms}} (h: the stream-held rooms
+--                            of r, absent when there are none)
 --   P{u:ID}:ttl:SID    string with PX ttl: its expiry raises the keyspace event
+--   P{u:ID}:end:SID    string with PX ended-retention: SID was ended by EndSession
 --   P{r:ID}:members    zset  user id -> ms the user became a member
 --   P{r:ID}:typing     zset  user id -> ms the user started typing
 --   P{r:ID}:tnames     hash  user id -> display name while typing
 --   Pdeadlines         zset  "uid sid" -> session deadline ms (the sweeper's index)
+--   Pmember-deadlines  zset  "uid sid room" -> stream-held membership deadline ms
+--   Pepoch             string: a random token set when the data set was new; a
+--                            node that finds it gone or changed knows the state was lost
 --   Ptyping-deadlines  zset  "room uid" -> typing mark deadline ms
 --   Plog               stream of events (catch-up after a pub/sub reconnect)
 --   Pevents            pub/sub channel: "<stream id> <event json>"
@@ -35,6 +41,7 @@ local BY_RANK = { [0] = 'offline', [1] = 'away', [2] = 'online', [3] = 'busy' }
 local function ukey(uid, what) return P .. '{u:' .. uid .. '}:' .. what end
 local function rkey(room, what) return P .. '{r:' .. room .. '}:' .. what end
 local DEADLINES = P .. 'deadlines'
+local MEMBER_DEADLINES = P .. 'member-deadlines'
 local TYPING_DEADLINES = P .. 'typing-deadlines'
 
 local function emit(ev)
@@ -117,6 +124,9 @@ local function remove_session(uid, sid, deadline)
   local rec = cjson.decode(raw)
   local from = published_status(uid)
   redis.call('HDEL', sk, sid)
+  if rec.h then
+    for room in pairs(rec.h) do redis.call('ZREM', MEMBER_DEADLINES, uid .. ' ' .. sid .. ' ' .. room) end
+  end
   redis.call('DEL', ukey(uid, 'ttl:' .. sid))
   local to, rooms_after = aggregate(uid)
   local before = {}
@@ -164,4 +174,125 @@ local function reap_typing(room, uid)
   redis.call('ZREM', TYPING_DEADLINES, room .. ' ' .. uid)
   clear_typing(room, uid, d)
   return 1
+end
+
+-- leave_room takes session sid (its decoded record rec, which has room in
+-- rec.r) out of a room and writes the record back; the user leaves the room
+-- (typing cleared first) when none of their sessions remains in it.
+-- deadline is the membership's deadline for an expiry, nil for a Leave.
+-- Returns 1 if the user left the room.
+local function leave_room(uid, sid, rec, room, deadline)
+  local kept = {}
+  for _, r in ipairs(rec.r) do if r ~= room then kept[#kept + 1] = r end end
+  rec.r = kept -- an empty list encodes as {}, which decodes back to an empty table
+  if rec.h and rec.h[room] then
+    rec.h[room] = nil
+    if next(rec.h) == nil then rec.h = nil end
+  end
+  redis.call('ZREM', MEMBER_DEADLINES, uid .. ' ' .. sid .. ' ' .. room)
+  redis.call('HSET', ukey(uid, 'sess'), sid, cjson.encode(rec))
+  local to, rooms = aggregate(uid)
+  if rooms[room] then return 0 end
+  clear_typing(room, uid, deadline)
+  redis.call('ZREM', rkey(room, 'members'), uid)
+  local name, avatar = profile(uid)
+  emit({ k = 'leave', room = room, u = uid, n = name, a = avatar, to = to, dl = deadline })
+  return 1
+end
+
+-- reap_member ends a stream-held membership only if its deadline has passed
+-- (idempotent, like reap_session: sweepers on every node race for it).
+local function reap_member(uid, sid, room)
+  local member = uid .. ' ' .. sid .. ' ' .. room
+  local raw = redis.call('HGET', ukey(uid, 'sess'), sid)
+  local rec = raw and cjson.decode(raw)
+  local d = rec and rec.h and rec.h[room]
+  if not d then
+    redis.call('ZREM', MEMBER_DEADLINES, member)
+    return 0
+  end
+  if d > NOW then
+    redis.call('ZADD', MEMBER_DEADLINES, d, member) -- keep the index exact
+    return 0
+  end
+  return leave_room(uid, sid, rec, room, d)
+end
+
+-- heartbeat_one creates or refreshes a session, optionally joining a room:
+-- the body of heartbeat.lua (see its header for the keys and arguments),
+-- also run once per item by refresh_many.lua. K[ko+1..ko+7] are the call's
+-- keys and A[ao+1..ao+13] its arguments (heartbeat.lua's ARGV[4..16]).
+-- Returns the user's status after the call, or false and the refusal.
+local function heartbeat_one(K, ko, A, ao)
+  local uid, sid = A[ao + 1], A[ao + 2]
+  local ttl = tonumber(A[ao + 8])
+  local room = A[ao + 9]
+  local hold = tonumber(A[ao + 12])
+
+  if A[ao + 13] == 'stream' then
+    if redis.call('EXISTS', K[ko + 6]) == 1 then
+      return false, 'PRESENCE_ENDED'
+    end
+  end
+
+  local from = published_status(uid)
+  local raw = redis.call('HGET', K[ko + 2], sid)
+  if not raw and redis.call('HLEN', K[ko + 2]) >= tonumber(A[ao + 10]) then
+    return false, 'PRESENCE_LIMIT sessions'
+  end
+  local rec
+  if raw then rec = cjson.decode(raw) else rec = { s = 'online', r = {} } end
+  local previous = raw and rec.s
+  if A[ao + 5] ~= '' then rec.s = A[ao + 5] end
+  rec.d = NOW + ttl
+  local joining = room ~= '' and not has(rec.r, room)
+  if joining and #rec.r >= tonumber(A[ao + 11]) then
+    return false, 'PRESENCE_LIMIT rooms'
+  end
+  -- Past every refusal: from here on the call changes state.
+  if A[ao + 13] ~= 'stream' then redis.call('DEL', K[ko + 6]) end
+  if joining then rec.r[#rec.r + 1] = room end
+  if room ~= '' then
+    -- The membership's deadline: a new one held by a stream gets now+hold; a
+    -- held one moves to now+hold, or becomes permanent on an API join (hold
+    -- 0); a permanent one stays permanent.
+    local held = rec.h and rec.h[room]
+    local entry = uid .. ' ' .. sid .. ' ' .. room
+    if hold > 0 and (joining or held) then
+      rec.h = rec.h or {}
+      rec.h[room] = NOW + hold
+      redis.call('ZADD', K[ko + 7], rec.h[room], entry)
+    elseif held then
+      rec.h[room] = nil
+      if next(rec.h) == nil then rec.h = nil end
+      redis.call('ZREM', K[ko + 7], entry)
+    end
+  end
+  redis.call('HSET', K[ko + 2], sid, cjson.encode(rec))
+  redis.call('SET', K[ko + 3], '1', 'PX', ttl)
+  redis.call('ZADD', K[ko + 4], rec.d, uid .. ' ' .. sid)
+
+  redis.call('HSET', K[ko + 1], 'name', A[ao + 3], 'avatar', A[ao + 4], 'seen', NOW)
+  if A[ao + 6] == '1' then redis.call('HSET', K[ko + 1], 'meta', A[ao + 7]) end
+  redis.call('PEXPIRE', K[ko + 1], RETENTION + ttl)
+
+  local member = room ~= '' and redis.call('ZSCORE', K[ko + 5], uid)
+  local to = from
+  -- Most calls refresh an existing session without changing its status (the
+  -- hottest write path): the user's aggregate cannot change then, so the
+  -- sessions are not read again.
+  if rec.s ~= previous then
+    local rooms
+    to, rooms = aggregate(uid)
+    -- A new membership is announced after the status, so the status event
+    -- lists only the rooms the user was already in.
+    if room ~= '' and not member then rooms[room] = nil end
+    set_status(uid, from, to, sorted_keys(rooms), nil)
+  end
+
+  if room ~= '' and not member then
+    redis.call('ZADD', K[ko + 5], NOW, uid)
+    emit({ k = 'join', room = room, u = uid, n = A[ao + 3], a = A[ao + 4], to = to })
+  end
+  return to
 end

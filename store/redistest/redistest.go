@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,7 +25,12 @@ import (
 type Server struct {
 	Addr string // host:port
 	URL  string // redis://host:port/0
-	cmd  *exec.Cmd
+	dir  string
+	bin  string
+	args []string
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
 }
 
 var prefixSeq atomic.Int64
@@ -59,13 +65,14 @@ func StartWith(t testing.TB, extra ...string) *Server {
 			"--notify-keyspace-events", "",
 			"--logfile", filepath.Join(dir, "redis.log"),
 		}
-		cmd := exec.Command(bin, append(args, extra...)...)
+		args = append(args, extra...)
+		cmd := exec.Command(bin, args...)
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start redis-server: %v", err)
 		}
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		if waitReady(addr, 5*time.Second) {
-			s := &Server{Addr: addr, URL: "redis://" + addr + "/0", cmd: cmd}
+			s := &Server{Addr: addr, URL: "redis://" + addr + "/0", dir: dir, bin: bin, args: args, cmd: cmd}
 			t.Cleanup(s.stop)
 			return s
 		}
@@ -110,7 +117,51 @@ func (s *Server) Do(t testing.TB, args ...string) string {
 	return strings.TrimRight(line, "\r\n")
 }
 
+// Restart stops the server with SHUTDOWN NOSAVE (so its whole data set,
+// script cache and CONFIG SET changes are lost, as in a crash without
+// persistence) and starts a fresh one on the same port with the same
+// arguments. Clients see their connections drop and must reconnect.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, err := net.DialTimeout("tcp", s.Addr, 2*time.Second)
+	if err != nil {
+		t.Fatalf("dial redis: %v", err)
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = c.Write([]byte("*2\r\n$8\r\nSHUTDOWN\r\n$6\r\nNOSAVE\r\n"))
+	_, _ = bufio.NewReader(c).ReadString('\n') // the server closes the connection: no reply
+	c.Close()
+	exited := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-exited
+	}
+	// The port was just ours; retry briefly in case it is not free yet.
+	for attempt := 0; attempt < 20; attempt++ {
+		cmd := exec.Command(s.bin, s.args...)
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("restart redis-server: %v", err)
+		}
+		if waitReady(s.Addr, 5*time.Second) {
+			s.cmd = cmd
+			return
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		time.Sleep(100 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+	t.Fatalf("redis-server did not come back on %s; log:\n%s", s.Addr, log)
+}
+
 func (s *Server) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	_ = s.cmd.Process.Kill()
 	_ = s.cmd.Wait()
 }
