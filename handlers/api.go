@@ -54,11 +54,9 @@ func (s *Server) postPresence(c echo.Context) error {
 	ctx, cancel := storeCtx(c)
 	defer cancel()
 	if req.Status == store.StatusOffline {
-		// Mark first: an open stream of this session must not bring the
-		// session back with its refresh.
-		s.keeper.SessionEnded(id.User.ID, req.SessionID)
+		// The store keeps a tombstone of the session: no stream refresh,
+		// on any node, brings it back; only the client itself can.
 		if err := s.store.EndSession(ctx, id.User.ID, req.SessionID); err != nil {
-			s.keeper.SessionActive(id.User.ID, req.SessionID) // it did not end
 			return s.storeError(err)
 		}
 		return c.JSON(http.StatusOK, success)

@@ -56,7 +56,7 @@ func newMetrics() *metrics {
 		}, []string{"reason"}),
 		ghostLeaves: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presenced_stream_room_leaves_total",
-			Help: "Leaves of a (session, room) whose room stream closed without an explicit offline and was not reopened on this node within --leave-grace (a room switch, an embed removed, a tab gone without a goodbye); a no-op in the store when the session had expired meanwhile.",
+			Help: "Room streams that closed without an explicit offline and whose (session, room) this node detached: the store takes the session out of the room --leave-grace later unless a stream of it comes back, on any node (a reload, a room switch, an embed removed, a tab gone without a goodbye)",
 		}),
 	}
 	m.reg.MustRegister(

@@ -74,7 +74,6 @@ type Keeper struct {
 	held    map[key]*hold  // (user, sid, room) → the open streams holding it
 	perSid  map[key]int    // (user, sid, "") → open streams of the session
 	perUser map[string]int // user → open streams
-	ended   map[key]bool   // sessions ended by an explicit offline on this node
 	closing bool
 
 	ctx    context.Context
@@ -90,7 +89,7 @@ func New(st store.Store, log *slog.Logger, opt Options) *Keeper {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Keeper{
 		st: st, log: log, opt: opt,
-		held: map[key]*hold{}, perSid: map[key]int{}, perUser: map[string]int{}, ended: map[key]bool{},
+		held: map[key]*hold{}, perSid: map[key]int{}, perUser: map[string]int{},
 		ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		OnRefresh: func(int) {}, OnDetach: func() {},
 	}
@@ -126,7 +125,7 @@ func (k *Keeper) Open(ctx context.Context, s Stream) (*Lease, error) {
 	k.mu.Unlock()
 	l := &Lease{s: s}
 	if s.Room != "" {
-		err := k.st.Join(ctx, s.Room, store.Heartbeat{User: s.User, SessionID: s.SessionID})
+		err := k.st.Join(ctx, s.Room, store.Heartbeat{User: s.User, SessionID: s.SessionID, Hold: k.opt.Hold})
 		if err != nil {
 			k.release(l)
 			return nil, err
@@ -140,7 +139,6 @@ func (k *Keeper) Open(ctx context.Context, s Stream) (*Lease, error) {
 		} else {
 			k.held[hk] = &hold{n: 1, user: s.User}
 		}
-		delete(k.ended, sk)
 		k.mu.Unlock()
 	}
 	return l, nil
@@ -183,36 +181,23 @@ func (k *Keeper) CloseLease(l *Lease, shutdown bool) {
 			delete(k.held, hk)
 		}
 	}
-	ended := k.ended[key{l.s.User.ID, l.s.SessionID, ""}]
 	closing := k.closing
 	k.mu.Unlock()
-	if still || shutdown || closing || ended {
+	if still || shutdown || closing {
 		return
 	}
 	k.detach(l.s)
 }
 
-// SessionEnded is told of an explicit offline of a session on this node:
-// its streams here stop refreshing it. Only that session: a user's other
-// sessions are untouched.
-func (k *Keeper) SessionEnded(userID, sid string) {
-	k.mu.Lock()
-	k.ended[key{userID, sid, ""}] = true
-	k.mu.Unlock()
-}
-
-// SessionActive is told of a heartbeat of a session on this node: streams
-// of it resume refreshing it, at once.
+// SessionActive is told of an explicit heartbeat of a session on this
+// node: a session that was ended and is now back re-joins the rooms its
+// streams here hold at once, not at the next refresh.
 func (k *Keeper) SessionActive(userID, sid string) {
 	k.mu.Lock()
-	was := k.ended[key{userID, sid, ""}]
-	delete(k.ended, key{userID, sid, ""})
 	var items []Stream
-	if was {
-		for hk, h := range k.held {
-			if hk.user == userID && hk.sid == sid {
-				items = append(items, Stream{User: h.user, SessionID: hk.sid, Room: hk.room})
-			}
+	for hk, h := range k.held {
+		if hk.user == userID && hk.sid == sid {
+			items = append(items, Stream{User: h.user, SessionID: hk.sid, Room: hk.room})
 		}
 	}
 	k.mu.Unlock()
@@ -233,9 +218,7 @@ func (k *Keeper) run() {
 			k.mu.Lock()
 			items := make([]Stream, 0, len(k.held))
 			for hk, h := range k.held {
-				if !k.ended[key{hk.user, hk.sid, ""}] {
-					items = append(items, Stream{User: h.user, SessionID: hk.sid, Room: hk.room})
-				}
+				items = append(items, Stream{User: h.user, SessionID: hk.sid, Room: hk.room})
 			}
 			k.mu.Unlock()
 			if len(items) > 0 {
@@ -245,55 +228,53 @@ func (k *Keeper) run() {
 	}
 }
 
-// refresh re-joins every item (Join is idempotent: nothing is emitted for a
-// session already in its room). It re-creates a session and membership
-// that a Redis restart lost, and heals a Detach that raced the stream's
-// opening on another node.
+// refresh keeps every item's session alive and in its room in one store
+// call (one pipelined round trip on Redis). It re-creates a session and
+// membership that a Redis restart lost, heals a Detach that raced the
+// stream's opening on another node, and never revives a session ended on
+// purpose (the store refuses those items: ErrSessionEnded), so a node that
+// was frozen while its streams' sessions were ended elsewhere cannot bring
+// them back.
 func (k *Keeper) refresh(items []Stream) {
 	ctx, cancel := context.WithTimeout(k.ctx, 10*time.Second)
 	defer cancel()
-	n := 0
-	for _, it := range items {
-		err := k.st.Join(ctx, it.Room, store.Heartbeat{User: it.User, SessionID: it.SessionID})
-		if err != nil {
-			if k.ctx.Err() == nil {
-				k.log.Warn("stream session refresh failed", "user", it.User.ID, "room", it.Room, "err", err)
-			}
-			continue
+	batch := make([]store.StreamRefresh, len(items))
+	for i, it := range items {
+		batch[i] = store.StreamRefresh{User: it.User, SessionID: it.SessionID, Room: it.Room, Hold: k.opt.Hold}
+	}
+	errs, err := k.st.RefreshStreams(ctx, batch)
+	if err != nil {
+		if k.ctx.Err() == nil {
+			k.log.Warn("stream session refresh failed", "streams", len(items), "err", err)
 		}
-		n++
+		return
+	}
+	n := 0
+	for i, e := range errs {
+		switch {
+		case e == nil:
+			n++
+		case errors.Is(e, store.ErrSessionEnded):
+			// Ended on purpose: only the client can bring it back.
+		default:
+			k.log.Warn("stream session refresh failed", "user", items[i].User.ID, "room", items[i].Room, "err", e)
+		}
 	}
 	k.OnRefresh(n)
 }
 
-// detach takes a closed stream's (session, room) out of the room after the
-// grace, unless a stream of it opened here meanwhile.
+// detach hands a closed stream's (session, room) to the store's expiry: it
+// leaves the room after the grace unless a stream of it comes back first,
+// on any node. The deadline lives in the store, so it holds even if this
+// node dies right after.
 func (k *Keeper) detach(s Stream) {
-	hk := key{s.User.ID, s.SessionID, s.Room}
-	time.AfterFunc(k.opt.Grace, func() {
-		k.mu.Lock()
-		back := k.held[hk] != nil
-		closing := k.closing
-		k.mu.Unlock()
-		if back || closing {
-			return
+	ctx, cancel := context.WithTimeout(k.ctx, 5*time.Second)
+	defer cancel()
+	if err := k.st.Detach(ctx, s.Room, s.User.ID, s.SessionID, k.opt.Grace); err != nil {
+		if k.ctx.Err() == nil && !errors.Is(err, store.ErrClosed) {
+			k.log.Warn("could not detach a closed stream's session from its room", "user", s.User.ID, "room", s.Room, "err", err)
 		}
-		ctx, cancel := context.WithTimeout(k.ctx, 5*time.Second)
-		defer cancel()
-		if err := k.st.Leave(ctx, s.Room, s.User.ID, s.SessionID); err != nil {
-			if k.ctx.Err() == nil && !errors.Is(err, store.ErrClosed) {
-				k.log.Warn("could not take a closed stream's session out of its room", "user", s.User.ID, "room", s.Room, "err", err)
-			}
-			return
-		}
-		k.OnDetach()
-		// A stream of the same (session, room) that opened while the Leave
-		// ran may have joined before it: join again now.
-		k.mu.Lock()
-		h := k.held[hk]
-		k.mu.Unlock()
-		if h != nil {
-			k.refresh([]Stream{{User: h.user, SessionID: hk.sid, Room: hk.room}})
-		}
-	})
+		return
+	}
+	k.OnDetach()
 }
