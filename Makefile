@@ -41,7 +41,8 @@ lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
 	$(GO) vet $(PKGS)
 
-## vendor: refetch htmx.org 2.0.11 + htmx-ext-sse 2.2.4 from npm and verify static/vendor/SHA256SUMS
+## vendor: refetch htmx.org 2.0.11 + htmx-ext-sse 2.2.4, htmx.org 4.0.1 (+ its hx-sse) and the tests' axe-core 4.14.1
+## from npm and verify static/vendor/SHA256SUMS and e2e/testdata/SHA256SUMS
 vendor:
 	scripts/vendor.sh
 
