@@ -11,6 +11,7 @@ import (
 
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/presenced/presenced/internal/config"
 	"github.com/presenced/presenced/store"
@@ -118,8 +119,8 @@ func (g *gateway) seedRoom(t testing.TB, room string) {
 }
 
 // TestAccessibility: axe-core finds no WCAG 2.x A/AA violation on the
-// sign-in page, the demo page and the live widget on a host page, in light
-// and in dark mode.
+// sign-in page, the demo page and the live widget on a host page (htmx 2 and
+// htmx 4), in light and in dark mode.
 func TestAccessibility(t *testing.T) {
 	browser(t)
 	const room = "a11y"
@@ -143,10 +144,83 @@ func TestAccessibility(t *testing.T) {
 	}
 
 	carol := newUser(t, "Carol")
-	carol.do(t, "open the host page", chromedp.Navigate(host.widgetPage(t, g, room, 2, g.token(t, "carol", "Carol"))))
-	carol.waitStack(t, "#fetched", room, "the widget's stack", func(s stack) bool { return s.Count == "5" && s.has("carol") })
-	for _, scheme := range []string{"light", "dark"} {
-		carol.setScheme(t, scheme)
-		carol.audit(t, "widget ("+scheme+")")
+	for _, v := range []int{2, 4} {
+		carol.do(t, "open the host page", chromedp.Navigate(host.widgetPage(t, g, room, v, g.token(t, "carol", "Carol"))))
+		carol.waitStack(t, "#fetched", room, "the widget's stack", func(s stack) bool { return s.Count == "5" && s.has("carol") })
+		for _, scheme := range []string{"light", "dark"} {
+			carol.setScheme(t, scheme)
+			carol.audit(t, fmt.Sprintf("widget on htmx %d (%s)", v, scheme))
+		}
 	}
+}
+
+// TestKeyboard: with the keyboard alone (real Tab and Enter key events) the
+// status picker and the room list are reached, show a visible focus ring,
+// and work: Enter on "Away" sets Alice away for everyone, Enter on a room
+// opens it.
+func TestKeyboard(t *testing.T) {
+	browser(t)
+	const room = "keys"
+	g := startGateway(t, newStore(t, "memory"))
+	alice := newUser(t, "Alice")
+	alice.do(t, "set the viewport", chromedp.EmulateViewport(1200, 800))
+	alice.signIn(t, g, room)
+	alice.waitStack(t, "", room, "Alice in the stack", func(s stack) bool { return s.has("alice") })
+	alice.still(t)
+	// Start from the top of the page, as after a fresh load.
+	if _, err := eval[bool](alice, `(document.activeElement && document.activeElement.blur(), window.scrollTo(0, 0), true)`); err != nil {
+		t.Fatal(err)
+	}
+
+	// tabTo presses Tab until the focused element matches css, and checks
+	// that it shows a keyboard focus ring.
+	tabTo := func(t *testing.T, css string) {
+		t.Helper()
+		sel, _ := json.Marshal(css)
+		for i := 0; i < 40; i++ {
+			alice.do(t, "press Tab", chromedp.KeyEvent(kb.Tab))
+			ok, err := eval[bool](alice, `!!document.activeElement && document.activeElement.matches(`+string(sel)+`)`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok {
+				continue
+			}
+			ring, err := eval[string](alice, `(() => {
+				const el = document.activeElement, cs = getComputedStyle(el);
+				if (!el.matches(':focus-visible')) return 'not :focus-visible';
+				if (cs.outlineStyle === 'none' || parseFloat(cs.outlineWidth) < 2) return 'no outline: ' + cs.outlineStyle + ' ' + cs.outlineWidth;
+				return 'ok';
+			})()`)
+			if err != nil || ring != "ok" {
+				t.Fatalf("%s focused without a visible ring: %s (%v)", css, ring, err)
+			}
+			return
+		}
+		active, _ := eval[string](alice, `document.activeElement ? document.activeElement.outerHTML.slice(0, 120) : 'none'`)
+		t.Fatalf("40 presses of Tab never reached %s (focus is on %s)", css, active)
+	}
+
+	t.Run("the status picker", func(t *testing.T) {
+		tabTo(t, `[data-presence-set-status="away"]`)
+		alice.do(t, "press Enter", chromedp.KeyEvent(kb.Enter))
+		alice.waitFor(t, "Away pressed", `document.querySelector('[data-presence-set-status="away"]').getAttribute('aria-pressed') === 'true' && document.querySelector('[data-presence-set-status="online"]').getAttribute('aria-pressed') === 'false'`)
+		deadline := time.Now().Add(waitFor)
+		for {
+			p, err := g.st.Presence(context.Background(), []string{"alice"})
+			if err == nil && p["alice"] != nil && p["alice"].Status == store.StatusAway {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the gateway does not see Alice away: %+v (%v)", p["alice"], err)
+			}
+			time.Sleep(pollEvery)
+		}
+	})
+
+	t.Run("the room list", func(t *testing.T) {
+		tabTo(t, `.pr-rooms a[href="/?room=random"]`)
+		alice.do(t, "press Enter", chromedp.KeyEvent(kb.Enter))
+		alice.waitFor(t, "the room random", `location.search === '?room=random' && !!document.querySelector('[data-presence-config][data-room="random"]')`)
+	})
 }
