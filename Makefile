@@ -4,7 +4,7 @@ GO      ?= go
 PKGS    ?= ./...
 ADDR    ?= :8080
 
-.PHONY: run build test test-short bench bench-full generate check-generate lint vendor clean
+.PHONY: run build test test-short bench bench-full generate check-generate lint vendor screenshots clean
 
 ## run: the gateway with the embedded store and the dev demo at http://localhost:8080/
 run:
@@ -45,6 +45,11 @@ lint:
 ## from npm and verify static/vendor/SHA256SUMS and e2e/testdata/SHA256SUMS
 vendor:
 	scripts/vendor.sh
+
+## screenshots: rewrite docs/*.png (demo light and dark, a 390 px phone, the embed example on its dark host) from
+## headless Chromium; needs chromium on PATH
+screenshots:
+	PRESENCE_SCREENSHOT=1 $(GO) test -count=1 -run '^TestScreenshotDemo$$' ./e2e/
 
 clean:
 	rm -rf bin

@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io/fs"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -89,6 +91,33 @@ func TestStaticAssets(t *testing.T) {
 	for _, want := range []string{"#22c55e", "#f59e0b", "#ef4444", "#9ca3af", "prefers-color-scheme: dark", "prefers-reduced-motion"} {
 		if !bytes.Contains(css, []byte(want)) {
 			t.Errorf("presence.css lacks %q", want)
+		}
+	}
+}
+
+// Every --pr-* custom property of presence.css is documented in the README's
+// theming table (host pages theme the widget through them).
+func TestThemeVariablesDocumented(t *testing.T) {
+	css, err := fs.ReadFile(presenced.Static, "static/presence.css")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := regexp.MustCompile(`--pr-[a-z0-9]+(?:-[a-z0-9]+)*`).FindAllString(string(css), -1)
+	if len(vars) < 20 {
+		t.Fatalf("found only %d --pr-* uses in presence.css", len(vars))
+	}
+	seen := map[string]bool{}
+	for _, v := range vars {
+		if seen[v] {
+			continue
+		}
+		seen[v] = true
+		if !bytes.Contains(readme, []byte("| `"+v+"` |")) {
+			t.Errorf("%s is not in the README's theming table", v)
 		}
 	}
 }
