@@ -53,6 +53,8 @@ func (u *user) setScheme(t testing.TB, scheme string) {
 func (u *user) audit(t testing.TB, what string) {
 	t.Helper()
 	u.still(t)
+	start := time.Now()
+	defer func() { t.Logf("axe on %s: %s", what, time.Since(start).Round(time.Millisecond)) }()
 	if ok, _ := eval[bool](u, `typeof window.axe === 'object'`); !ok {
 		if _, err := eval[bool](u, axeSource+";true"); err != nil {
 			t.Fatalf("%s: load axe-core: %v", u.name, err)
