@@ -4,7 +4,7 @@ GO      ?= go
 PKGS    ?= ./...
 ADDR    ?= :8080
 
-.PHONY: run build test test-short bench bench-full generate check-generate lint vendor clean
+.PHONY: run build test test-short bench bench-full generate check-generate lint vendor screenshots clean
 
 ## run: the gateway with the embedded store and the dev demo at http://localhost:8080/
 run:
@@ -41,9 +41,15 @@ lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
 	$(GO) vet $(PKGS)
 
-## vendor: refetch htmx.org 2.0.11 + htmx-ext-sse 2.2.4 from npm and verify static/vendor/SHA256SUMS
+## vendor: refetch htmx.org 2.0.11 + htmx-ext-sse 2.2.4, htmx.org 4.0.1 (+ its hx-sse) and the tests' axe-core 4.14.1
+## from npm and verify static/vendor/SHA256SUMS and e2e/testdata/SHA256SUMS
 vendor:
 	scripts/vendor.sh
+
+## screenshots: rewrite docs/*.png (demo light and dark, a 390 px phone, the embed example on its dark host) from
+## headless Chromium; needs chromium on PATH
+screenshots:
+	PRESENCE_SCREENSHOT=1 $(GO) test -count=1 -run '^TestScreenshotDemo$$' ./e2e/
 
 clean:
 	rm -rf bin

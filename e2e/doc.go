@@ -26,6 +26,20 @@
 //     gateway's handler through a small recorder of POST /api/presence, so
 //     the test can tell the beacon from the leave grace of the closed stream.
 //
-// PRESENCE_SCREENSHOT=1 makes TestScreenshotDemo write docs/screenshot-demo.png
-// (three users in one room, seen by one of them, 1200×800).
+// Accessibility and design, in the same Chromium:
+//   - TestAccessibility injects axe-core (e2e/testdata/axe.min.js, pinned and
+//     checksummed by scripts/vendor.sh, never served) and requires 0 WCAG 2.x
+//     A/AA violations on the sign-in page, the demo and the live widget (htmx
+//     2 and 4), with prefers-color-scheme emulated light and dark;
+//   - TestKeyboard reaches and operates the status picker and the room list
+//     with real Tab and Enter key events, and checks the focus ring;
+//   - TestLayout probes the painted page (elementFromPoint, element
+//     screenshots reduced to ink/no ink) for covered initials and dots, status
+//     shapes that differ without colour, whole long names, a 390 px phone;
+//   - TestLiveWidgetHtmx runs the cross-origin widget on htmx 2 and htmx 4.
+//
+// PRESENCE_SCREENSHOT=1 (make screenshots) makes TestScreenshotDemo write
+// docs/screenshot-demo.png and -demo-dark.png (1200×800),
+// docs/screenshot-mobile.png (390×844 at 2×) and docs/screenshot-embed-dark.png
+// (examples/embed.html served as published, on its dark host page).
 package e2e

@@ -133,8 +133,9 @@ func (s *Server) typingFragment(c echo.Context) error {
 	return s.html(c, http.StatusOK, views.TypingLine(views.TypingProps{RoomID: room, Typists: ts}))
 }
 
-// liveFragment serves GET /fragments/room/{roomId}/live?max=: the stack and
-// typing line wired to the room's stream. It works embedded in a page of
+// liveFragment serves GET /fragments/room/{roomId}/live?max=&scripts=&htmx=:
+// the stack and typing line wired to the room's stream, for htmx 2 (the
+// default, htmx=2) or htmx 4 (htmx=4). It works embedded in a page of
 // another origin: the stream and asset URLs are then absolute, and the
 // stream URL carries the token the widget was fetched with (EventSource
 // cannot send headers, and a cross-origin stream gets no cookie). A cookie
@@ -161,6 +162,10 @@ func (s *Server) liveFragment(c echo.Context) error {
 		if scripts, err = parseBoolParam(v); err != nil {
 			return err
 		}
+	}
+	htmxV, err := parseHtmxVersion(q.Get("htmx"))
+	if err != nil {
+		return err
 	}
 	id := identity(c)
 	r := c.Request()
@@ -215,8 +220,19 @@ func (s *Server) liveFragment(c echo.Context) error {
 	}
 	return s.html(c, http.StatusOK, views.Live(views.LiveProps{
 		RoomID: room, Max: maxN, StreamURL: streamURL, Members: ms, Typists: ts,
-		AssetBase: base, OmitScripts: !scripts,
+		AssetBase: base, OmitScripts: !scripts, Htmx: htmxV,
 	}))
+}
+
+// parseHtmxVersion reads the live widget's ?htmx=: "" or "2" → 2, "4" → 4.
+func parseHtmxVersion(v string) (int, error) {
+	switch v {
+	case "", "2":
+		return 2, nil
+	case "4":
+		return 4, nil
+	}
+	return 0, apiError(http.StatusBadRequest, "htmx must be 2 or 4")
 }
 
 // sameOriginPage reports whether a fragment was fetched by a page of this

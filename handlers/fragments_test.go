@@ -182,3 +182,48 @@ func TestLiveWidgetCrossOrigin(t *testing.T) {
 		t.Fatalf("same-origin widget:\n%s", r.body)
 	}
 }
+
+// ?htmx=4 renders the widget for htmx 4 (hx-sse:connect, the htmx 4 scripts
+// and the sse-swap adapter), ?htmx=2 or none for htmx 2, anything else is a
+// 400. Both carry the same stream URL and the contract's hooks.
+func TestLiveWidgetHtmxVersion(t *testing.T) {
+	n := memNode(t)
+	c := newClient(t)
+	tok := n.token("alice", "Alice")
+	get := func(q string) response {
+		t.Helper()
+		return do(t, c, http.MethodGet, n.base+"/fragments/room/lobby/live"+q, "", "", "Cookie", CookieName+"="+tok, "Sec-Fetch-Site", "same-origin")
+	}
+	for _, q := range []string{"", "?htmx=2"} {
+		r := get(q)
+		mustOK(t, r)
+		b := string(r.body)
+		if !strings.Contains(b, `sse-connect="/sse/room/lobby?`) || !strings.Contains(b, `hx-ext="sse"`) ||
+			!strings.Contains(b, "/static/vendor/htmx.min.js") || strings.Contains(b, "htmx4") || strings.Contains(b, "hx-sse:connect") {
+			t.Errorf("%q: not the htmx 2 widget:\n%s", q, b)
+		}
+	}
+	r := get("?htmx=4")
+	mustOK(t, r)
+	b := string(r.body)
+	for _, want := range []string{
+		`hx-sse:connect="/sse/room/lobby?`, `data-htmx="4"`, `data-presence-live="lobby"`, `data-presence-room="lobby"`,
+		`sse-swap="members"`, `sse-swap="typing"`, "/static/vendor/htmx4.min.js", "/static/vendor/htmx4-ext-sse.min.js",
+		"/static/presence-htmx4.js", "/static/presence.js",
+	} {
+		if !strings.Contains(b, want) {
+			t.Errorf("htmx=4 widget lacks %s:\n%s", want, b)
+		}
+	}
+	if strings.Contains(b, "sse-connect=") || strings.Contains(b, "/static/vendor/htmx.min.js") || strings.Contains(b, "htmx-config") {
+		t.Errorf("htmx=4 widget (same origin) carries htmx 2 wiring or a CORS config:\n%s", b)
+	}
+	if r := get("?htmx=4&scripts=0"); !strings.Contains(string(r.body), "hx-sse:connect=") || strings.Contains(string(r.body), "<script") {
+		t.Errorf("htmx=4&scripts=0:\n%s", r.body)
+	}
+	for _, bad := range []string{"?htmx=3", "?htmx=4.0", "?htmx=x"} {
+		if r := get(bad); r.code != http.StatusBadRequest || !strings.Contains(string(r.body), "htmx must be 2 or 4") {
+			t.Errorf("%s: %d %s, want 400", bad, r.code, r.body)
+		}
+	}
+}

@@ -104,11 +104,14 @@ type LiveProps struct {
 	// widget is embedded in a page of another origin, e.g.
 	// "https://gw.example"; "" means the page's own origin.
 	AssetBase string
-	// OmitScripts leaves out the htmx, htmx-ext-sse and presence.js script
-	// tags, for host pages that load htmx 2.0.11 + htmx-ext-sse 2.2.4
-	// themselves (loading htmx twice starts a second htmx). The stylesheet
-	// link is always included.
+	// OmitScripts leaves out the htmx, SSE extension and presence scripts,
+	// for host pages that load htmx themselves (loading htmx twice starts a
+	// second htmx). The stylesheet link is always included.
 	OmitScripts bool
+	// Htmx is the htmx the markup and scripts are for: 2 (htmx.org 2.0.11 +
+	// htmx-ext-sse 2.2.4; also what 0 means) or 4 (htmx.org 4.0.1 with its
+	// own hx-sse extension and static/presence-htmx4.js).
+	Htmx int
 }
 
 // LoginProps configures LoginPage.
