@@ -26,10 +26,10 @@
 //     gateway's handler through a small recorder of POST /api/presence, so
 //     the test can tell the beacon from the leave grace of the closed stream.
 //
-// Two kinds of test here need no browser: schema_test.go validates real API
-// answers and real JSON stream events against docs/openapi.yaml and
-// docs/schema/ (santhosh-tekuri/jsonschema); client_test.go has the Go
-// client (package client) follow a room that a person uses in Chromium.
+// schema_test.go needs no browser: it validates real API answers and real
+// JSON stream events against docs/openapi.yaml and docs/schema/
+// (santhosh-tekuri/jsonschema). client_test.go has the Go client (package
+// client) follow a room that a person uses in Chromium.
 //
 // PRESENCE_SCREENSHOT=1 makes TestScreenshotDemo write docs/screenshot-demo.png
 // (three users in one room, seen by one of them, 1200×800).
