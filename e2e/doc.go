@@ -38,6 +38,11 @@
 //     shapes that differ without colour, whole long names, a 390 px phone;
 //   - TestLiveWidgetHtmx runs the cross-origin widget on htmx 2 and htmx 4.
 //
+// schema_test.go needs no browser: it validates real API answers and real
+// JSON stream events against docs/openapi.yaml and docs/schema/
+// (santhosh-tekuri/jsonschema). client_test.go has the Go client (package
+// client) follow a room that a person uses in Chromium.
+//
 // PRESENCE_SCREENSHOT=1 (make screenshots) makes TestScreenshotDemo write
 // docs/screenshot-demo.png and -demo-dark.png (1200×800),
 // docs/screenshot-mobile.png (390×844 at 2×) and docs/screenshot-embed-dark.png
