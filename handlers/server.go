@@ -81,15 +81,16 @@ func New(cfg config.Config, st store.Store, log *slog.Logger) (*Server, error) {
 	}
 	hm := hub.NewMetrics()
 	s.m.reg.MustRegister(hm.Collectors()...)
-	s.hub = hub.New(st, renderer{}, log, hm, hub.Options{
-		Coalesce: cfg.Coalesce, Debounce: cfg.LeaveDebounce, Keepalive: cfg.Keepalive,
-	})
 	// A held membership outlives its session's TTL by one refresh: when a
 	// node dies, a session nothing else keeps alive expires first (its
 	// offline reaches the rooms it was in); the hold only ends memberships
 	// whose session lives on elsewhere (heartbeats), about a TTL later.
 	s.keeper = session.New(st, log, session.Options{
 		Refresh: cfg.RefreshInterval(), Hold: cfg.TTL + cfg.RefreshInterval(), Grace: cfg.LeaveGrace,
+	})
+	s.hub = hub.New(st, renderer{}, log, hm, hub.Options{
+		Coalesce: cfg.Coalesce, Debounce: cfg.LeaveDebounce, Keepalive: cfg.Keepalive,
+		BeforeResync: s.keeper.RefreshAll,
 	})
 	s.keeper.OnRefresh = func(n int) { s.m.heartbeats.WithLabelValues("stream").Add(float64(n)) }
 	s.keeper.OnDetach = s.m.ghostLeaves.Inc

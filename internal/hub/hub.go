@@ -45,6 +45,10 @@ type Options struct {
 	Coalesce  time.Duration // shortest interval between two renders of a room
 	Debounce  time.Duration // --leave-debounce (0: off)
 	Keepalive time.Duration // longest silence on a stream
+	// BeforeResync runs on the feed goroutine before every stream is
+	// re-sent its state: the session keeper re-creates what the backend
+	// lost first, so the state re-read includes the node's own streams.
+	BeforeResync func()
 }
 
 // ErrClosed closes every subscriber when the hub shuts down.
@@ -304,6 +308,9 @@ func (h *Hub) keepalives() {
 // resyncAll re-sends every subscriber its state.
 func (h *Hub) resyncAll() {
 	h.metrics.Resyncs.Inc()
+	if h.opt.BeforeResync != nil {
+		h.opt.BeforeResync()
+	}
 	h.clearDots()
 	h.mu.Lock()
 	subs := make([]*Subscriber, 0, len(h.subs))

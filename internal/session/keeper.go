@@ -206,6 +206,24 @@ func (k *Keeper) SessionActive(userID, sid string) {
 	}
 }
 
+// RefreshAll refreshes every held session now (after the backend lost its
+// state: before the streams' state is re-read).
+func (k *Keeper) RefreshAll() {
+	if items := k.heldStreams(); len(items) > 0 {
+		k.refresh(items)
+	}
+}
+
+func (k *Keeper) heldStreams() []Stream {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	items := make([]Stream, 0, len(k.held))
+	for hk, h := range k.held {
+		items = append(items, Stream{User: h.user, SessionID: hk.sid, Room: hk.room})
+	}
+	return items
+}
+
 func (k *Keeper) run() {
 	defer close(k.done)
 	t := time.NewTicker(k.opt.Refresh)
@@ -215,15 +233,7 @@ func (k *Keeper) run() {
 		case <-k.ctx.Done():
 			return
 		case <-t.C:
-			k.mu.Lock()
-			items := make([]Stream, 0, len(k.held))
-			for hk, h := range k.held {
-				items = append(items, Stream{User: h.user, SessionID: hk.sid, Room: hk.room})
-			}
-			k.mu.Unlock()
-			if len(items) > 0 {
-				k.refresh(items)
-			}
+			k.RefreshAll()
 		}
 	}
 }
