@@ -76,13 +76,22 @@ func (s *Server) getPresence(c echo.Context) error {
 	}
 	ctx, cancel := storeCtx(c)
 	defer cancel()
+	v, err := s.viewerFor(ctx, identity(c))
+	if err != nil {
+		return s.storeError(err)
+	}
 	ps, err := s.store.Presence(ctx, ids)
 	if err != nil {
 		return s.storeError(err)
 	}
 	out := make(map[string]*presenceJSON, len(ids))
 	for _, id := range ids {
-		out[id] = toPresence(id, ps[id])
+		// A user the token may not see is shown as one never seen.
+		if v.canSee(id) {
+			out[id] = toPresence(id, ps[id])
+		} else {
+			out[id] = nil
+		}
 	}
 	return c.JSON(http.StatusOK, map[string]any{"presence": out})
 }
@@ -130,6 +139,11 @@ func (s *Server) getRoom(c echo.Context) error {
 	if err != nil {
 		return s.storeError(err)
 	}
+	v, err := s.viewerFor(ctx, identity(c))
+	if err != nil {
+		return s.storeError(err)
+	}
+	ms = v.visibleMembers(ms)
 	return c.JSON(http.StatusOK, map[string]any{"members": toMembers(ms), "count": len(ms)})
 }
 
@@ -167,5 +181,9 @@ func (s *Server) getTyping(c echo.Context) error {
 	if err != nil {
 		return s.storeError(err)
 	}
-	return c.JSON(http.StatusOK, map[string]any{"typingUsers": toTypists(ts)})
+	v, err := s.viewerFor(ctx, identity(c))
+	if err != nil {
+		return s.storeError(err)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"typingUsers": toTypists(v.visibleTypists(ts))})
 }

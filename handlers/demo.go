@@ -92,15 +92,10 @@ func (s *Server) demo(c echo.Context) error {
 		return apiError(http.StatusForbidden, ErrRoomDenied.Error())
 	}
 	sid := newSessionID()
-	ctx, cancel := storeCtx(c)
-	defer cancel()
-	ms, err := s.store.Members(ctx, room)
+	c.Set(identityKey, id)
+	ms, ts, err := s.roomState(c, room, true)
 	if err != nil {
-		return s.storeError(err)
-	}
-	ts, err := s.store.Typing(ctx, room)
-	if err != nil {
-		return s.storeError(err)
+		return err
 	}
 	rooms := slices.Clone(demoRooms)
 	if !slices.Contains(rooms, room) {
