@@ -24,15 +24,15 @@ const CookieName = "presence_token"
 
 // Sentinel errors of token verification; all of them answer 401.
 var (
-	ErrNoToken      = errors.New("missing token: send Authorization: Bearer, the presence_token cookie or ?token=")
-	ErrBadToken     = errors.New("invalid token")
-	ErrRoomDenied   = errors.New("room not allowed by this token")
-	ErrCrossSite    = errors.New("cross-site request refused: cookie-authenticated changes must come from this origin or an allowed one")
+	ErrNoToken    = errors.New("missing token: send Authorization: Bearer, the presence_token cookie or ?token=")
+	ErrBadToken   = errors.New("invalid token")
+	ErrRoomDenied = errors.New("room not allowed by this token")
+	ErrCrossSite  = errors.New("cross-site request refused: cookie-authenticated changes must come from this origin or an allowed one")
 	// ErrClaimLimit is a correctly signed token whose claims break the
 	// gateway's limits (a name over 64 characters, an avatar that is not an
 	// http(s) URL or a path, …): 400 on every route, since a new token is
 	// needed, not a retry.
-	ErrClaimLimit = errors.New("token refused")
+	ErrClaimLimit   = errors.New("token refused")
 	errNotCanonical = errors.New("token is not in canonical form (base64url without padding, line breaks or other characters)")
 	errTokenSubject = errors.New("token sub is not a valid user id")
 )
