@@ -47,6 +47,9 @@ func (s *Server) postPresence(c echo.Context) error {
 		return apiError(http.StatusBadRequest, err.Error())
 	}
 	id := identity(c)
+	if err := s.lim.presence(c, id.User.ID, req.SessionID, req.Status); err != nil {
+		return err
+	}
 	ctx, cancel := storeCtx(c)
 	defer cancel()
 	if req.Status == store.StatusOffline {
@@ -57,6 +60,7 @@ func (s *Server) postPresence(c echo.Context) error {
 			s.hub.sessionActive(id.User.ID, req.SessionID) // it did not end
 			return s.storeError(err)
 		}
+		s.lim.presenceApplied(id.User.ID, req.SessionID, req.Status)
 		return c.JSON(http.StatusOK, success)
 	}
 	err = s.store.Heartbeat(ctx, store.Heartbeat{User: id.User, SessionID: req.SessionID, Status: req.Status, Metadata: req.Metadata})
@@ -65,6 +69,7 @@ func (s *Server) postPresence(c echo.Context) error {
 	}
 	s.m.heartbeats.WithLabelValues("api").Inc()
 	s.hub.sessionActive(id.User.ID, req.SessionID)
+	s.lim.presenceApplied(id.User.ID, req.SessionID, req.Status)
 	return c.JSON(http.StatusOK, success)
 }
 
@@ -111,6 +116,9 @@ func (s *Server) postRoom(c echo.Context) error {
 		return apiError(http.StatusBadRequest, err.Error())
 	}
 	id := identity(c)
+	if err := s.lim.roomAction(c, id.User.ID, a.SessionID); err != nil {
+		return err
+	}
 	ctx, cancel := storeCtx(c)
 	defer cancel()
 	if a.Join {
@@ -160,6 +168,9 @@ func (s *Server) postTyping(c echo.Context) error {
 	typing, err := parseTyping(data)
 	if err != nil {
 		return apiError(http.StatusBadRequest, err.Error())
+	}
+	if err := s.lim.typingMark(c, identity(c).User.ID); err != nil {
+		return err
 	}
 	ctx, cancel := storeCtx(c)
 	defer cancel()

@@ -34,6 +34,7 @@ type Server struct {
 	log    *slog.Logger
 	auth   *Auth
 	m      *metrics
+	lim    *limits
 	sse    *sse.Server
 	hub    *hub
 	static staticFiles
@@ -79,6 +80,7 @@ func New(cfg config.Config, st store.Store, log *slog.Logger) (*Server, error) {
 		sse:    newSSEServer(),
 		static: files,
 	}
+	s.lim = newLimits(cfg.RateLimit, time.Now, s.m.reg)
 	s.hub = newHub(st, s.sse, s.m, log, hubTimings{coalesce: cfg.Coalesce, debounce: cfg.LeaveDebounce})
 	s.echo = s.routes()
 	s.http = &http.Server{
