@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/r3labs/sse/v2"
 
 	presenced "github.com/presenced/presenced"
@@ -45,6 +44,10 @@ type Server struct {
 	ln       net.Listener
 	serveErr chan error
 	stopOnce sync.Once
+
+	// The separate /metrics listener (--metrics-addr), if any.
+	metricsSrv *http.Server
+	metricsLn  net.Listener
 }
 
 // New builds the gateway on st. It does not start anything; the caller
@@ -112,7 +115,9 @@ func (s *Server) routes() *echo.Echo {
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{Registry: s.m.reg})))
+	if s.cfg.MetricsAddr == "" { // else only on its own listener (startMetrics)
+		e.GET("/metrics", echo.WrapHandler(s.metricsHandler()))
+	}
 	e.GET("/favicon.ico", s.favicon)
 	e.GET("/static/*", s.static.serve)
 	e.HEAD("/static/*", s.static.serve)
@@ -156,6 +161,11 @@ func (s *Server) Start() error {
 	}
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
+		s.hub.close()
+		return err
+	}
+	if err := s.startMetrics(); err != nil {
+		_ = ln.Close()
 		s.hub.close()
 		return err
 	}
@@ -203,6 +213,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			// Streams that did not end in time: cut them.
 			_ = s.http.Close()
 		}
+		s.stopMetrics(ctx)
 		s.hub.close()
 		// No sse.Server.Close: every stream is removed by its own handler
 		// once r3labs has unsubscribed it; closing streams with clients
@@ -225,7 +236,10 @@ func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ready(ctx); err != nil {
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "store: " + err.Error()})
+		// The detail (addresses, driver errors) is for the log, not for an
+		// anonymous caller.
+		s.log.Warn("readyz: store not ready", "err", err)
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "store unreachable"})
 	}
 	if !s.hub.subscribed.Load() {
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "change feed not subscribed"})

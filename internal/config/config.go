@@ -146,7 +146,8 @@ func (c Config) Validate() error {
 		}
 	}
 	if c.MetricsAddr != "" {
-		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil || c.MetricsAddr == c.Addr {
+		_, port, err := net.SplitHostPort(c.MetricsAddr)
+		if err != nil || (c.MetricsAddr == c.Addr && port != "0") {
 			return fmt.Errorf("%w: got %q", ErrMetricsAddr, c.MetricsAddr)
 		}
 	}
