@@ -134,8 +134,10 @@ func (s *Server) routes() *echo.Echo {
 
 	// The room stream changes state (it joins the room): cookie-authenticated
 	// ones get the cross-site check too.
-	e.GET("/sse/room/:roomId", s.roomStream, s.requireAuth(true))
-	e.GET("/sse/users", s.usersStream, auth)
+	// streamOrigin runs first: a page of a foreign origin is refused before
+	// its stream is authenticated or joins anything.
+	e.GET("/sse/room/:roomId", s.roomStream, s.streamOrigin, s.requireAuth(true))
+	e.GET("/sse/users", s.usersStream, s.streamOrigin, auth)
 
 	e.GET("/fragments/user/:userId/dot", s.dotFragment, auth)
 	e.GET("/fragments/user/:userId/avatar", s.avatarFragment, auth)
@@ -329,6 +331,32 @@ func (s *Server) writeDeadline(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if !strings.HasPrefix(c.Request().URL.Path, "/sse/") {
 			_ = http.NewResponseController(c.Response()).SetWriteDeadline(time.Now().Add(30 * time.Second))
+		}
+		return next(c)
+	}
+}
+
+// streamOrigin refuses (403) a stream requested by a page of another
+// origin that --allow-origin does not list. CORS alone only hides the
+// answer from that page: the stream would still have joined the room as
+// the token's user (a ?token= leaked to another site would do). A request
+// without Origin (same-origin EventSource, curl, servers) passes; "null"
+// (sandboxed frames) passes only under --allow-origin '*'.
+func (s *Server) streamOrigin(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		o := r.Header.Get("Origin")
+		if o == "" {
+			return next(c)
+		}
+		ok := false
+		if o == "null" {
+			ok = s.originAllowed("*", false)
+		} else if n, err := config.NormalizeOrigin(o); err == nil {
+			ok = n == selfOrigin(r) || s.originAllowed(n, false)
+		}
+		if !ok {
+			return apiError(http.StatusForbidden, "stream refused: this page's origin is not allowed (--allow-origin)")
 		}
 		return next(c)
 	}
