@@ -22,7 +22,8 @@ import (
 // header, before ?token=).
 const CookieName = "presence_token"
 
-// Sentinel errors of token verification; all of them answer 401.
+// Sentinel errors of token verification: 401, except ErrClaimLimit (400)
+// and the 403s ErrRoomDenied and ErrCrossSite.
 var (
 	ErrNoToken    = errors.New("missing token: send Authorization: Bearer, the presence_token cookie or ?token=")
 	ErrBadToken   = errors.New("invalid token")
