@@ -189,13 +189,15 @@ func (a *Auth) verify(raw string) (Identity, error) {
 	if !store.ValidUserID(cl.Subject) {
 		return Identity{}, fmt.Errorf("%w: %w", ErrBadToken, errTokenSubject)
 	}
+	// The limits apply to the claims as given: a missing name shows the
+	// id, which may be longer than a name (128 characters).
 	name := strings.TrimSpace(cl.Name)
-	if name == "" {
-		name = cl.Subject
-	}
 	avatar := strings.TrimSpace(cl.Avatar)
 	if err := checkProfile(name, avatar); err != nil {
 		return Identity{}, err
+	}
+	if name == "" {
+		name = cl.Subject
 	}
 	if err := cl.See.check(); err != nil {
 		return Identity{}, err
@@ -223,8 +225,8 @@ func claimError(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrClaimLimit, fmt.Sprintf(format, args...))
 }
 
-// checkProfile enforces the name and avatar limits (name already trimmed,
-// and defaulted to sub).
+// checkProfile enforces the name and avatar limits (both trimmed; an
+// empty name is fine).
 func checkProfile(name, avatar string) error {
 	if !utf8.ValidString(name) {
 		return claimError("name is not valid UTF-8")

@@ -85,6 +85,7 @@ func TestTokenProfileLimits(t *testing.T) {
 		{ID: "ok1", Name: strings.Repeat("é", 64), Avatar: "https://img.example/a.png?s=64"},
 		{ID: "ok2", Name: "Bob", Avatar: "/avatars/bob.png"},
 		{ID: "ok3", Name: "Carol", Avatar: "http://img.example/" + strings.Repeat("a", 2048-len("http://img.example/"))},
+		{ID: strings.Repeat("d", 128)}, // no name: the 128-character id is shown
 	} {
 		mustOK(t, do(t, c, http.MethodPost, n.base+"/api/presence", mint(p), `{"status":"online"}`))
 	}
