@@ -104,11 +104,21 @@ func (f *fakeClock) Advance(d time.Duration) {
 	f.mu.Unlock()
 }
 
-// limitedNode is a memory node whose rate limiters run on a fake clock.
+// limitedNode is a memory node whose rate limiters run on a fake clock
+// (set between New and Start, so that no request can race with it).
 func limitedNode(t *testing.T) (*node, *fakeClock) {
-	n := memNode(t)
+	st := memStore(t)
+	srv, err := New(testConfig(), st, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
 	clk := &fakeClock{now: time.Unix(1_700_000_000, 0)}
-	n.srv.lim = newLimits(true, clk.Now, nil)
+	srv.lim = newLimits(true, clk.Now, nil)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n := &node{t: t, srv: srv, st: st, base: "http://" + srv.Addr()}
+	t.Cleanup(n.shutdown)
 	return n, clk
 }
 
