@@ -107,7 +107,10 @@ func (f *fakeClock) Advance(d time.Duration) {
 // limitedNode is a memory node whose rate limiters run on a fake clock
 // (set between New and Start, so that no request can race with it).
 func limitedNode(t *testing.T) (*node, *fakeClock) {
-	st := memStore(t)
+	opts := storeOptions()
+	longTTL(&opts)
+	st := store.NewMemory(opts)
+	t.Cleanup(func() { _ = st.Close() })
 	srv, err := New(testConfig(), st, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
