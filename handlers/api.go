@@ -51,6 +51,9 @@ func (s *Server) postPresence(c echo.Context) error {
 		return apiError(http.StatusBadRequest, err.Error())
 	}
 	id := identity(c)
+	if err := s.lim.presence(c, id.User.ID, req.SessionID, req.Status); err != nil {
+		return err
+	}
 	ctx, cancel := storeCtx(c)
 	defer cancel()
 	if req.Status == store.StatusOffline {
@@ -59,6 +62,7 @@ func (s *Server) postPresence(c echo.Context) error {
 		if err := s.store.EndSession(ctx, id.User.ID, req.SessionID); err != nil {
 			return s.storeError(err)
 		}
+		s.lim.presenceApplied(id.User.ID, req.SessionID, req.Status)
 		return c.JSON(http.StatusOK, success)
 	}
 	err = s.store.Heartbeat(ctx, store.Heartbeat{User: id.User, SessionID: req.SessionID, Status: req.Status, Metadata: req.Metadata})
@@ -67,6 +71,7 @@ func (s *Server) postPresence(c echo.Context) error {
 	}
 	s.m.heartbeats.WithLabelValues("api").Inc()
 	s.keeper.SessionActive(id.User.ID, req.SessionID)
+	s.lim.presenceApplied(id.User.ID, req.SessionID, req.Status)
 	return c.JSON(http.StatusOK, success)
 }
 
@@ -78,13 +83,22 @@ func (s *Server) getPresence(c echo.Context) error {
 	}
 	ctx, cancel := storeCtx(c)
 	defer cancel()
+	v, err := s.viewerFor(ctx, identity(c))
+	if err != nil {
+		return s.storeError(err)
+	}
 	ps, err := s.store.Presence(ctx, ids)
 	if err != nil {
 		return s.storeError(err)
 	}
 	out := make(map[string]*presenceJSON, len(ids))
 	for _, id := range ids {
-		out[id] = toPresence(id, ps[id])
+		// A user the token may not see is shown as one never seen.
+		if v.canSee(id) {
+			out[id] = toPresence(id, ps[id])
+		} else {
+			out[id] = nil
+		}
 	}
 	return c.JSON(http.StatusOK, map[string]any{"presence": out})
 }
@@ -104,6 +118,9 @@ func (s *Server) postRoom(c echo.Context) error {
 		return apiError(http.StatusBadRequest, err.Error())
 	}
 	id := identity(c)
+	if err := s.lim.roomAction(c, id.User.ID, a.SessionID); err != nil {
+		return err
+	}
 	ctx, cancel := storeCtx(c)
 	defer cancel()
 	if a.Join {
@@ -132,6 +149,11 @@ func (s *Server) getRoom(c echo.Context) error {
 	if err != nil {
 		return s.storeError(err)
 	}
+	v, err := s.viewerFor(ctx, identity(c))
+	if err != nil {
+		return s.storeError(err)
+	}
+	ms = v.visibleMembers(ms)
 	return c.JSON(http.StatusOK, map[string]any{"members": toMembers(ms), "count": len(ms)})
 }
 
@@ -148,6 +170,9 @@ func (s *Server) postTyping(c echo.Context) error {
 	typing, err := parseTyping(data)
 	if err != nil {
 		return apiError(http.StatusBadRequest, err.Error())
+	}
+	if err := s.lim.typingMark(c, identity(c).User.ID); err != nil {
+		return err
 	}
 	ctx, cancel := storeCtx(c)
 	defer cancel()
@@ -169,5 +194,9 @@ func (s *Server) getTyping(c echo.Context) error {
 	if err != nil {
 		return s.storeError(err)
 	}
-	return c.JSON(http.StatusOK, map[string]any{"typingUsers": toTypists(ts)})
+	v, err := s.viewerFor(ctx, identity(c))
+	if err != nil {
+		return s.storeError(err)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"typingUsers": toTypists(v.visibleTypists(ts))})
 }

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/labstack/echo/v4"
@@ -20,12 +22,19 @@ import (
 // header, before ?token=).
 const CookieName = "presence_token"
 
-// Sentinel errors of token verification; all of them answer 401.
+// Sentinel errors of token verification: 401, except ErrClaimLimit (400)
+// and the 403s ErrRoomDenied and ErrCrossSite.
 var (
-	ErrNoToken      = errors.New("missing token: send Authorization: Bearer, the presence_token cookie or ?token=")
-	ErrBadToken     = errors.New("invalid token")
-	ErrRoomDenied   = errors.New("room not allowed by this token")
-	ErrCrossSite    = errors.New("cross-site request refused: cookie-authenticated changes must come from this origin or an allowed one")
+	ErrNoToken    = errors.New("missing token: send Authorization: Bearer, the presence_token cookie or ?token=")
+	ErrBadToken   = errors.New("invalid token")
+	ErrRoomDenied = errors.New("room not allowed by this token")
+	ErrCrossSite  = errors.New("cross-site request refused: cookie-authenticated changes must come from this origin or an allowed one")
+	// ErrClaimLimit is a correctly signed token whose claims break the
+	// gateway's limits (a name over 64 characters, an avatar that is not an
+	// http(s) URL or a path, …): 400 on every route, since a new token is
+	// needed, not a retry.
+	ErrClaimLimit   = errors.New("token refused")
+	errNotCanonical = errors.New("token is not in canonical form (base64url without padding, line breaks or other characters)")
 	errTokenSubject = errors.New("token sub is not a valid user id")
 )
 
@@ -38,6 +47,9 @@ type Claims struct {
 	// null) means any room; an empty array means none (omitzero, unlike
 	// omitempty, keeps an empty array in a minted token).
 	Rooms []string `json:"rooms,omitzero"`
+	// See, when present, limits whose status and metadata the holder may
+	// read (visibility.go); absent means anyone's.
+	See *See `json:"see,omitempty"`
 	jwt.RegisteredClaims
 }
 
@@ -57,7 +69,10 @@ const (
 type Identity struct {
 	User store.Profile
 	// Rooms is the token's allow-list; nil means any room.
-	Rooms  []string
+	Rooms []string
+	// See is the token's visibility claim; nil means the holder may read
+	// anyone (see visibility.go).
+	See    *See
 	Source TokenSource
 	// Token is the raw token, so that a rendered widget can hand it on to
 	// its stream (?token=) when the page got it that way.
@@ -96,50 +111,76 @@ type Auth struct {
 
 	// cache holds tokens already verified, so that a heartbeat every 30 s
 	// does not parse and HMAC the same bytes again. A hit is the very same
-	// token string; its expiry is checked again on every hit.
-	cacheMu sync.Mutex
-	cache   map[string]Identity
+	// (canonical) token string; its expiry is checked again on every hit.
+	cache *tokenCache
 }
-
-// maxCachedTokens bounds the verified-token cache; when full it is emptied.
-const maxCachedTokens = 100_000
 
 // NewAuth returns an Auth for secret.
 func NewAuth(secret []byte) *Auth {
-	return &Auth{
+	a := &Auth{}
+	*a = Auth{
 		secret: secret,
 		parser: jwt.NewParser(
 			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 			jwt.WithExpirationRequired(),
 			jwt.WithLeeway(tokenLeeway),
+			// Strict base64: a signature whose unused trailing bits are set
+			// decodes to the same bytes as the real one and would otherwise
+			// be a second spelling of one token (canonicalToken refuses
+			// line breaks, which even strict decoding skips).
+			jwt.WithStrictDecoding(),
+			jwt.WithTimeFunc(func() time.Time { return a.now() }),
 		),
-		now: time.Now,
+		now:   time.Now,
+		cache: newTokenCache(DefaultTokenCacheBytes),
 	}
+	return a
 }
 
-// Verify checks a token's signature, algorithm and expiry and returns who
-// holds it. Every failure wraps ErrBadToken.
+// Verify checks a token's form, signature, algorithm, expiry and claims and
+// returns who holds it. A failure of the token itself wraps ErrBadToken
+// (401); a signed token whose claims break the limits wraps ErrClaimLimit
+// (400).
 func (a *Auth) Verify(raw string) (Identity, error) {
-	a.cacheMu.Lock()
-	id, ok := a.cache[raw]
-	a.cacheMu.Unlock()
-	if ok && a.now().Before(id.Expires.Add(5*time.Second)) { // the parser's leeway
+	if id, ok := a.cache.get(raw, a.now()); ok {
 		return id, nil
 	}
 	id, err := a.verify(raw)
 	if err != nil {
 		return id, err
 	}
-	a.cacheMu.Lock()
-	if a.cache == nil || len(a.cache) >= maxCachedTokens {
-		a.cache = make(map[string]Identity)
-	}
-	a.cache[raw] = id
-	a.cacheMu.Unlock()
+	a.cache.put(id)
 	return id, nil
 }
 
+// MaxTokenBytes is the longest token accepted.
+const MaxTokenBytes = 32 << 10
+
+// canonicalToken reports whether raw is three base64url segments with
+// nothing else in them. Go's base64 decoder skips CR and LF even in strict
+// mode, so without this check "sig%0A" would verify as a second spelling
+// of the same token.
+func canonicalToken(raw string) bool {
+	if strings.Count(raw, ".") != 2 {
+		return false
+	}
+	for i := 0; i < len(raw); i++ {
+		switch b := raw[i]; {
+		case b >= 'A' && b <= 'Z', b >= 'a' && b <= 'z', b >= '0' && b <= '9', b == '-', b == '_', b == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 func (a *Auth) verify(raw string) (Identity, error) {
+	if len(raw) > MaxTokenBytes {
+		return Identity{}, claimError("the token has %d bytes, at most %d allowed", len(raw), MaxTokenBytes)
+	}
+	if !canonicalToken(raw) {
+		return Identity{}, fmt.Errorf("%w: %w", ErrBadToken, errNotCanonical)
+	}
 	var cl Claims
 	_, err := a.parser.ParseWithClaims(raw, &cl, func(*jwt.Token) (any, error) { return a.secret, nil })
 	if err != nil {
@@ -148,25 +189,104 @@ func (a *Auth) verify(raw string) (Identity, error) {
 	if !store.ValidUserID(cl.Subject) {
 		return Identity{}, fmt.Errorf("%w: %w", ErrBadToken, errTokenSubject)
 	}
+	// The limits apply to the claims as given: a missing name shows the
+	// id, which may be longer than a name (128 characters).
 	name := strings.TrimSpace(cl.Name)
+	avatar := strings.TrimSpace(cl.Avatar)
+	if err := checkProfile(name, avatar); err != nil {
+		return Identity{}, err
+	}
 	if name == "" {
 		name = cl.Subject
 	}
+	if err := cl.See.check(); err != nil {
+		return Identity{}, err
+	}
 	return Identity{
-		User:    store.Profile{ID: cl.Subject, Name: name, Avatar: cl.Avatar},
+		User:    store.Profile{ID: cl.Subject, Name: name, Avatar: avatar},
 		Rooms:   cl.Rooms,
+		See:     cl.See,
 		Token:   raw,
 		Expires: cl.ExpiresAt.Time, // required by the parser
 	}, nil
 }
 
+// Limits of what a token may put on everyone's screens: a display name
+// and an avatar URL are pushed to every watcher of the user, so their size
+// is bounded here, where the token is accepted.
+const (
+	// MaxNameChars is the longest display name, in characters (runes).
+	MaxNameChars = 64
+	// MaxAvatarBytes is the longest avatar URL.
+	MaxAvatarBytes = 2048
+)
+
+func claimError(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrClaimLimit, fmt.Sprintf(format, args...))
+}
+
+// checkProfile enforces the name and avatar limits (both trimmed; an
+// empty name is fine).
+func checkProfile(name, avatar string) error {
+	if !utf8.ValidString(name) {
+		return claimError("name is not valid UTF-8")
+	}
+	if n := utf8.RuneCountInString(name); n > MaxNameChars {
+		return claimError("name has %d characters, at most %d allowed", n, MaxNameChars)
+	}
+	// A line break or other control character in a name has no business
+	// on screen and can break framings downstream (SSE lines).
+	if strings.ContainsFunc(name, unicode.IsControl) {
+		return claimError("name must not contain control characters (line breaks, tabs, NUL, …)")
+	}
+	if avatar == "" {
+		return nil
+	}
+	if len(avatar) > MaxAvatarBytes {
+		return claimError("avatar URL has %d bytes, at most %d allowed", len(avatar), MaxAvatarBytes)
+	}
+	if !validAvatarURL(avatar) {
+		return claimError("avatar must be an http(s) URL or a path starting with /")
+	}
+	return nil
+}
+
+// validAvatarURL accepts an absolute http(s) URL with a host, or a path on
+// the host page's origin ("/img/a.png", not "//host" or "/\host"), without
+// whitespace or control characters: never javascript:, data: and the like.
+func validAvatarURL(u string) bool {
+	if !utf8.ValidString(u) || strings.ContainsFunc(u, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }) ||
+		strings.Contains(u, "\\") {
+		return false
+	}
+	if strings.HasPrefix(u, "/") {
+		if strings.HasPrefix(u, "//") {
+			return false
+		}
+		p, err := url.Parse(u)
+		return err == nil && p.Scheme == "" && p.Host == ""
+	}
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" || p.User != nil {
+		return false
+	}
+	s := strings.ToLower(p.Scheme)
+	return s == "https" || s == "http"
+}
+
 // Mint signs a token for p, valid for ttl. rooms nil means any room.
 func (a *Auth) Mint(p store.Profile, ttl time.Duration, rooms []string) (string, error) {
+	return a.MintSee(p, ttl, rooms, nil)
+}
+
+// MintSee is Mint with a visibility claim (nil: the holder sees anyone).
+func (a *Auth) MintSee(p store.Profile, ttl time.Duration, rooms []string, see *See) (string, error) {
 	now := a.now()
 	cl := Claims{
 		Name:   p.Name,
 		Avatar: p.Avatar,
 		Rooms:  rooms,
+		See:    see,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   p.ID,
 			IssuedAt:  jwt.NewNumericDate(now),
@@ -230,6 +350,9 @@ func (s *Server) requireAuth(changesState bool) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			id, err := s.auth.identify(c.Request())
+			if errors.Is(err, ErrClaimLimit) {
+				return apiError(http.StatusBadRequest, err.Error())
+			}
 			if err != nil {
 				c.Response().Header().Set("WWW-Authenticate", `Bearer realm="presenced"`)
 				return apiError(http.StatusUnauthorized, err.Error())

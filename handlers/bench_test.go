@@ -27,7 +27,8 @@ func benchFanout(b *testing.B, subs int) {
 	opts.TTL = time.Hour
 	st := store.NewMemory(opts)
 	b.Cleanup(func() { _ = st.Close() })
-	n := startNode(b, st, func(c *config.Config) { c.TTL = time.Hour })
+	// RateLimit off: the benchmark flips one session's status b.N times.
+	n := startNode(b, st, func(c *config.Config) { c.TTL = time.Hour; c.RateLimit = false })
 	c := newClient(b)
 	c.Transport.(*http.Transport).MaxIdleConnsPerHost = subs + 8
 

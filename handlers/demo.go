@@ -92,15 +92,10 @@ func (s *Server) demo(c echo.Context) error {
 		return apiError(http.StatusForbidden, ErrRoomDenied.Error())
 	}
 	sid := newSessionID()
-	ctx, cancel := storeCtx(c)
-	defer cancel()
-	ms, err := s.store.Members(ctx, room)
+	c.Set(identityKey, id)
+	ms, ts, err := s.roomState(c, room, true)
 	if err != nil {
-		return s.storeError(err)
-	}
-	ts, err := s.store.Typing(ctx, room)
-	if err != nil {
-		return s.storeError(err)
+		return err
 	}
 	rooms := slices.Clone(demoRooms)
 	if !slices.Contains(rooms, room) {
@@ -123,11 +118,27 @@ func (s *Server) demo(c echo.Context) error {
 	}))
 }
 
-// safeNext keeps a post-login redirect on this site: a local path, never
-// "//host" or "/\host" (which browsers treat as another host).
+// safeNext keeps a post-login redirect on this site: a path of this origin,
+// else "/". Browsers drop tabs and line breaks from a URL and read a
+// backslash as a slash, so "/\t/evil.example/" and "/\evil.example" are
+// "//evil.example" to them: another host. So a next is refused when it has
+// any control character, space, backslash or non-ASCII byte, does not start
+// with exactly one "/", or resolves to anything but this origin.
 func safeNext(next string) string {
-	if next == "" || next[0] != '/' || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") ||
-		strings.ContainsAny(next, "\r\n") {
+	if next == "" || len(next) > 2048 || next[0] != '/' || (len(next) > 1 && next[1] == '/') {
+		return "/"
+	}
+	for i := 0; i < len(next); i++ {
+		if b := next[i]; b <= ' ' || b >= 0x7f || b == '\\' {
+			return "/"
+		}
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" {
+		return "/"
+	}
+	base := &url.URL{Scheme: "https", Host: "gateway.invalid", Path: "/"}
+	if r := base.ResolveReference(u); r.Scheme != base.Scheme || r.Host != base.Host {
 		return "/"
 	}
 	return next

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"bytes"
 	"net/http"
 	"net/url"
 	"strings"
@@ -27,6 +28,31 @@ func (s *Server) html(c echo.Context, code int, comp templ.Component) error {
 	return c.HTMLBlob(code, b)
 }
 
+// lineSafe replaces every raw CR in rendered HTML by its character
+// reference, and every NUL by U+FFFD's. templ escapes <>"'& but writes CR
+// and NUL as they are; both can only come from user text (names), where
+// the reference means the same to an HTML parser, while a raw CR is a line
+// break to every SSE parser (a fragment's markup is also an SSE event's
+// data). Rendered markup itself never contains either, so this changes
+// nothing else. It returns b itself when there is nothing to replace.
+func lineSafe(b []byte) []byte {
+	if bytes.IndexByte(b, '\r') < 0 && bytes.IndexByte(b, 0) < 0 {
+		return b
+	}
+	out := make([]byte, 0, len(b)+16)
+	for _, c := range b {
+		switch c {
+		case '\r':
+			out = append(out, "&#13;"...)
+		case 0:
+			out = append(out, "&#xFFFD;"...)
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // userParam reads and validates the {userId} path parameter.
 func userParam(c echo.Context) (string, error) {
 	id := pathParam(c, "userId")
@@ -49,16 +75,48 @@ func pathParam(c echo.Context, name string) string {
 }
 
 // userState reads one user's profile and status (offline, profile = id,
-// for a user never seen).
+// for a user never seen). A user the token may not see is shown the same
+// way: offline and unknown, so that an embed never breaks and nothing tells
+// a hidden user from an absent one.
 func (s *Server) userState(c echo.Context, id string) (store.Profile, store.Status, error) {
 	ctx, cancel := storeCtx(c)
 	defer cancel()
+	v, err := s.viewerFor(ctx, identity(c))
+	if err != nil {
+		return store.Profile{}, "", s.storeError(err)
+	}
+	if !v.canSee(id) {
+		p, st := hub.ShownAs(id, nil)
+		return p, st, nil
+	}
 	ps, err := s.store.Presence(ctx, []string{id})
 	if err != nil {
 		return store.Profile{}, "", s.storeError(err)
 	}
 	p, st := hub.ShownAs(id, ps[id])
 	return p, st, nil
+}
+
+// roomState reads a room's members and (withTyping) typists as the
+// request's token may see them.
+func (s *Server) roomState(c echo.Context, room string, withTyping bool) ([]store.Member, []store.Typist, error) {
+	ctx, cancel := storeCtx(c)
+	defer cancel()
+	ms, err := s.store.Members(ctx, room)
+	if err != nil {
+		return nil, nil, s.storeError(err)
+	}
+	var ts []store.Typist
+	if withTyping {
+		if ts, err = s.store.Typing(ctx, room); err != nil {
+			return nil, nil, s.storeError(err)
+		}
+	}
+	v, err := s.viewerFor(ctx, identity(c))
+	if err != nil {
+		return nil, nil, s.storeError(err)
+	}
+	return v.visibleMembers(ms), v.visibleTypists(ts), nil
 }
 
 // dotFragment serves GET /fragments/user/{userId}/dot?size=&label=1.
@@ -109,11 +167,9 @@ func (s *Server) membersFragment(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := storeCtx(c)
-	defer cancel()
-	ms, err := s.store.Members(ctx, room)
+	ms, _, err := s.roomState(c, room, false)
 	if err != nil {
-		return s.storeError(err)
+		return err
 	}
 	return s.html(c, http.StatusOK, views.Members(views.MembersProps{RoomID: room, Members: ms, Max: maxN}))
 }
@@ -130,6 +186,11 @@ func (s *Server) typingFragment(c echo.Context) error {
 	if err != nil {
 		return s.storeError(err)
 	}
+	v, err := s.viewerFor(ctx, identity(c))
+	if err != nil {
+		return s.storeError(err)
+	}
+	ts = v.visibleTypists(ts)
 	return s.html(c, http.StatusOK, views.TypingLine(views.TypingProps{RoomID: room, Typists: ts}))
 }
 
@@ -208,15 +269,9 @@ func (s *Server) liveFragment(c echo.Context) error {
 		streamURL = ""
 	}
 
-	ctx, cancel := storeCtx(c)
-	defer cancel()
-	ms, err := s.store.Members(ctx, room)
+	ms, ts, err := s.roomState(c, room, true)
 	if err != nil {
-		return s.storeError(err)
-	}
-	ts, err := s.store.Typing(ctx, room)
-	if err != nil {
-		return s.storeError(err)
+		return err
 	}
 	return s.html(c, http.StatusOK, views.Live(views.LiveProps{
 		RoomID: room, Max: maxN, StreamURL: streamURL, Members: ms, Typists: ts,

@@ -12,17 +12,18 @@ import (
 	"github.com/presenced/presenced/views"
 )
 
-// renderHTML renders a component into bytes the caller owns. The buffer is
-// a fresh local one, never templ's pooled one (templ.GetBuffer), and nothing
-// else holds it once this returns, so its bytes can be queued to many
-// streams as they are: no later render can overwrite them (pitfalls.md:
-// pooled buffers corrupted 198 of 200 payloads that way).
+// renderHTML renders a component into bytes the caller owns, made
+// lineSafe: the same bytes serve a fragment and a stream event. The buffer
+// is a fresh local one, never templ's pooled one (templ.GetBuffer), and
+// nothing else holds it once this returns, so its bytes can be queued to
+// many streams as they are: no later render can overwrite them
+// (pitfalls.md: pooled buffers corrupted 198 of 200 payloads that way).
 func renderHTML(ctx context.Context, c templ.Component) ([]byte, error) {
 	var b bytes.Buffer
 	if err := c.Render(ctx, &b); err != nil {
 		return nil, err
 	}
-	return b.Bytes(), nil
+	return lineSafe(b.Bytes()), nil
 }
 
 // renderer is the hub's Renderer: the templ fragments and the JSON wire

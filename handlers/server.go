@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	presenced "github.com/presenced/presenced"
 	"github.com/presenced/presenced/internal/config"
@@ -35,6 +34,7 @@ type Server struct {
 	log    *slog.Logger
 	auth   *Auth
 	m      *metrics
+	lim    *limits
 	hub    *hub.Hub
 	keeper *session.Keeper
 	static staticFiles
@@ -45,6 +45,10 @@ type Server struct {
 	ln       net.Listener
 	serveErr chan error
 	stopOnce sync.Once
+
+	// The separate /metrics listener (--metrics-addr), if any.
+	metricsSrv *http.Server
+	metricsLn  net.Listener
 }
 
 // New builds the gateway on st. It does not start anything; the caller
@@ -79,6 +83,7 @@ func New(cfg config.Config, st store.Store, log *slog.Logger) (*Server, error) {
 		m:      newMetrics(),
 		static: files,
 	}
+	s.lim = newLimits(cfg.RateLimit, time.Now, s.m.reg)
 	hm := hub.NewMetrics()
 	s.m.reg.MustRegister(hm.Collectors()...)
 	// A held membership outlives its session's TTL by one refresh: when a
@@ -124,7 +129,9 @@ func (s *Server) routes() *echo.Echo {
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{Registry: s.m.reg})))
+	if s.cfg.MetricsAddr == "" { // else only on its own listener (startMetrics)
+		e.GET("/metrics", echo.WrapHandler(s.metricsHandler()))
+	}
 	e.GET("/favicon.ico", s.favicon)
 	e.GET("/static/*", s.static.serve)
 	e.HEAD("/static/*", s.static.serve)
@@ -141,10 +148,12 @@ func (s *Server) routes() *echo.Echo {
 
 	// Streams that join a room change state: cookie-authenticated ones get
 	// the cross-site check too (a watch-only or users stream does as well:
-	// one rule for every stream is simpler to reason about).
-	e.GET("/sse", s.stream, s.requireAuth(true))
-	e.GET("/sse/room/:roomId", s.roomStream, s.requireAuth(true))
-	e.GET("/sse/users", s.usersStream, auth)
+	// one rule for every stream is simpler to reason about). streamOrigin
+	// runs first: a page of a foreign origin is refused before its stream
+	// is authenticated or joins anything.
+	e.GET("/sse", s.stream, s.streamOrigin, s.requireAuth(true))
+	e.GET("/sse/room/:roomId", s.roomStream, s.streamOrigin, s.requireAuth(true))
+	e.GET("/sse/users", s.usersStream, s.streamOrigin, auth)
 
 	e.GET("/fragments/user/:userId/dot", s.dotFragment, auth)
 	e.GET("/fragments/user/:userId/avatar", s.avatarFragment, auth)
@@ -170,6 +179,11 @@ func (s *Server) Start() error {
 	}
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
+		s.hub.Close(errShutdown)
+		return err
+	}
+	if err := s.startMetrics(); err != nil {
+		_ = ln.Close()
 		s.hub.Close(errShutdown)
 		return err
 	}
@@ -218,6 +232,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			// Streams that did not end in time: cut them.
 			_ = s.http.Close()
 		}
+		s.stopMetrics(ctx)
 		s.keeper.Close()
 		s.hub.Close(errShutdown)
 	})
@@ -238,7 +253,10 @@ func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ready(ctx); err != nil {
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "store: " + err.Error()})
+		// The detail (addresses, driver errors) is for the log, not for an
+		// anonymous caller.
+		s.log.Warn("readyz: store not ready", "err", err)
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "store unreachable"})
 	}
 	if !s.hub.Subscribed() {
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "change feed not subscribed"})
@@ -328,6 +346,32 @@ func (s *Server) writeDeadline(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if !isStreamPath(c.Request().URL.Path) {
 			_ = http.NewResponseController(c.Response()).SetWriteDeadline(time.Now().Add(30 * time.Second))
+		}
+		return next(c)
+	}
+}
+
+// streamOrigin refuses (403) a stream requested by a page of another
+// origin that --allow-origin does not list. CORS alone only hides the
+// answer from that page: the stream would still have joined the room as
+// the token's user (a ?token= leaked to another site would do). A request
+// without Origin (same-origin EventSource, curl, servers) passes; "null"
+// (sandboxed frames) passes only under --allow-origin '*'.
+func (s *Server) streamOrigin(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		o := r.Header.Get("Origin")
+		if o == "" {
+			return next(c)
+		}
+		ok := false
+		if o == "null" {
+			ok = s.originAllowed("*", false)
+		} else if n, err := config.NormalizeOrigin(o); err == nil {
+			ok = n == selfOrigin(r) || s.originAllowed(n, false)
+		}
+		if !ok {
+			return apiError(http.StatusForbidden, "stream refused: this page's origin is not allowed (--allow-origin)")
 		}
 		return next(c)
 	}

@@ -26,16 +26,20 @@ func TestStalledReaderDoesNotBlockOthers(t *testing.T) {
 	n := startNode(t, st, func(c *config.Config) {
 		c.WriteDeadline = 300 * time.Millisecond
 		c.TTL = time.Minute
+		// The test flips statuses as fast as the healthy stream takes them,
+		// far past the per-session status limit.
+		c.RateLimit = false
 	})
 	c := newClient(t)
 
-	// Thirty members with long names make every render of the stack and the
-	// member list tens of kilobytes, so the stalled socket fills quickly.
-	const members = 30
+	// Fifty members with names at the 64-character limit make every render
+	// of the stack and the member list tens of kilobytes, so the stalled
+	// socket fills quickly.
+	const members = 50
 	toks := make([]string, members)
 	for i := range toks {
 		id := fmt.Sprintf("user-%02d", i)
-		toks[i] = n.token(id, strings.Repeat("Long Display Name ", 8)+id)
+		toks[i] = n.token(id, strings.Repeat("Long Display Name ", 3)+id)
 		mustOK(t, do(t, c, http.MethodPost, n.base+"/api/presence/room/big", toks[i], `{"action":"join","sessionId":"sess-`+id+`"}`))
 	}
 

@@ -190,6 +190,12 @@ func (s *Server) serveRequest(c echo.Context, room, users string) error {
 	if err != nil {
 		return err
 	}
+	if req.lease.Room != "" {
+		// Joining a room through a stream counts like a POST join.
+		if err := s.lim.roomAction(c, req.lease.User.ID, req.lease.SessionID); err != nil {
+			return err
+		}
+	}
 	ctx := c.Request().Context()
 	jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	// The subscriber is registered before the join, so that nothing the

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -74,6 +75,16 @@ type Config struct {
 	ReadTimeout time.Duration
 	// ShutdownTimeout bounds the graceful shutdown.
 	ShutdownTimeout time.Duration
+
+	// RateLimit turns the per-session rate limits on (heartbeats, status
+	// changes, room joins and leaves, typing marks; 429 with Retry-After).
+	// Off only for load tests.
+	RateLimit bool
+	// MetricsToken, when set, is the bearer token /metrics requires.
+	MetricsToken string
+	// MetricsAddr, when set, is a separate listen address that alone serves
+	// /metrics (the main address then does not).
+	MetricsAddr string
 }
 
 // Default returns the contract's defaults. Secret is empty: it must be given
@@ -91,6 +102,7 @@ func Default() Config {
 		Coalesce:        50 * time.Millisecond,
 		ReadTimeout:     30 * time.Second,
 		ShutdownTimeout: 10 * time.Second,
+		RateLimit:       true,
 	}
 }
 
@@ -102,7 +114,12 @@ var (
 	ErrDuration     = errors.New("durations must be positive")
 	ErrOrigin       = errors.New("--allow-origin entries must be scheme://host[:port] origins or *")
 	ErrDebounce     = errors.New("--leave-debounce must be 0 (off) or positive")
+	ErrMetricsToken = errors.New("--metrics-token must be at least 16 characters of printable ASCII without spaces")
+	ErrMetricsAddr  = errors.New("--metrics-addr must be host:port (e.g. 127.0.0.1:9090) and differ from --addr")
 )
+
+// MinMetricsToken is the shortest --metrics-token accepted.
+const MinMetricsToken = 16
 
 // Validate checks the invariants the gateway relies on.
 func (c Config) Validate() error {
@@ -122,6 +139,17 @@ func (c Config) Validate() error {
 	}
 	if c.Keepalive > 30*time.Second {
 		return fmt.Errorf("%w: got %s", ErrKeepalive, c.Keepalive)
+	}
+	if c.MetricsToken != "" {
+		if len(c.MetricsToken) < MinMetricsToken || strings.ContainsFunc(c.MetricsToken, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+			return ErrMetricsToken
+		}
+	}
+	if c.MetricsAddr != "" {
+		_, port, err := net.SplitHostPort(c.MetricsAddr)
+		if err != nil || (c.MetricsAddr == c.Addr && port != "0") {
+			return fmt.Errorf("%w: got %q", ErrMetricsAddr, c.MetricsAddr)
+		}
 	}
 	for _, o := range c.AllowOrigins {
 		if o == "*" {
@@ -197,6 +225,9 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.DurationVar(&c.LeaveGrace, "leave-grace", envDur("PRESENCE_LEAVE_GRACE", c.LeaveGrace), "a session whose room stream closed without an explicit offline leaves that room this long after, unless a stream of it reopens the room here; the session itself still lives until --ttl after its last sign of life (PRESENCE_LEAVE_GRACE)")
 	fs.DurationVar(&c.LeaveDebounce, "leave-debounce", envDur("PRESENCE_LEAVE_DEBOUNCE", c.LeaveDebounce), "HTML streams show a departure (leaving the stack, offline dot) only if it still holds this long after; 0 = off (PRESENCE_LEAVE_DEBOUNCE)")
 	fs.StringVar(&origins, "allow-origin", env("PRESENCE_ALLOW_ORIGIN", ""), "comma-separated origins allowed to embed and call cross-origin (PRESENCE_ALLOW_ORIGIN)")
+	fs.BoolVar(&c.RateLimit, "rate-limit", envBool("PRESENCE_RATE_LIMIT", c.RateLimit), "per-session rate limits on heartbeats, status changes, room joins/leaves and typing (429 + Retry-After); turn off only for load tests (PRESENCE_RATE_LIMIT)")
+	fs.StringVar(&c.MetricsToken, "metrics-token", env("PRESENCE_METRICS_TOKEN", ""), "when set, /metrics requires Authorization: Bearer <this> (PRESENCE_METRICS_TOKEN)")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("PRESENCE_METRICS_ADDR", ""), "when set, /metrics is served only on this separate address, e.g. 127.0.0.1:9090 (PRESENCE_METRICS_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

@@ -97,3 +97,44 @@ func TestValidation(t *testing.T) {
 		t.Error("stray arguments accepted")
 	}
 }
+
+// --metrics-token, --metrics-addr and --rate-limit: defaults, environment,
+// flags and validation.
+func TestMetricsAndRateLimitFlags(t *testing.T) {
+	c, err := Parse([]string{"--secret", "s"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MetricsToken != "" || c.MetricsAddr != "" || !c.RateLimit {
+		t.Fatalf("defaults: token %q, addr %q, rate limit %v; want open /metrics on the main address, limits on", c.MetricsToken, c.MetricsAddr, c.RateLimit)
+	}
+	e := env(map[string]string{"PRESENCE_SECRET": "s", "PRESENCE_METRICS_TOKEN": "0123456789abcdef-env",
+		"PRESENCE_METRICS_ADDR": "127.0.0.1:9090", "PRESENCE_RATE_LIMIT": "false"})
+	c, err = Parse(nil, e, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MetricsToken != "0123456789abcdef-env" || c.MetricsAddr != "127.0.0.1:9090" || c.RateLimit {
+		t.Fatalf("from the environment: %+v", c)
+	}
+	c, err = Parse([]string{"--metrics-token", "0123456789abcdef-flag", "--metrics-addr", ":9191", "--rate-limit=true"}, e, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MetricsToken != "0123456789abcdef-flag" || c.MetricsAddr != ":9191" || !c.RateLimit {
+		t.Fatalf("flags over the environment: %+v", c)
+	}
+	for _, tc := range []struct {
+		args []string
+		want error
+	}{
+		{[]string{"--secret", "s", "--metrics-token", "short"}, ErrMetricsToken},
+		{[]string{"--secret", "s", "--metrics-token", "0123456789 abcdef"}, ErrMetricsToken},
+		{[]string{"--secret", "s", "--metrics-addr", "9090"}, ErrMetricsAddr},
+		{[]string{"--secret", "s", "--addr", ":9090", "--metrics-addr", ":9090"}, ErrMetricsAddr},
+	} {
+		if _, err := Parse(tc.args, env(nil), io.Discard); !errors.Is(err, tc.want) {
+			t.Errorf("%v: %v, want %v", tc.args, err, tc.want)
+		}
+	}
+}
