@@ -32,6 +32,10 @@ var (
 // MaxStreamRooms bounds the rooms one stream follows.
 const MaxStreamRooms = 16
 
+// viewReview is how often a stream whose see claim lists rooms re-reads
+// who is in them.
+var viewReview = 5 * time.Second
+
 // newSessionID returns a random session id (22 characters of base64url,
 // inside the contract's 8–64 of A–Z a–z 0–9 _ -).
 func newSessionID() string {
@@ -197,6 +201,17 @@ func (s *Server) serveRequest(c echo.Context, room, users string) error {
 		}
 	}
 	ctx := c.Request().Context()
+	// Whose presence this stream may show (the token's see claim): the
+	// same rule as every other route, applied by the hub per subscriber.
+	vctx, vcancel := context.WithTimeout(ctx, 5*time.Second)
+	v, err := s.viewerFor(vctx, identity(c))
+	vcancel()
+	if err != nil {
+		return s.storeError(err)
+	}
+	if !v.seesAll() {
+		req.spec.Visible = v.canSee
+	}
 	jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	// The subscriber is registered before the join, so that nothing the
 	// join changes can be missed; its snapshot is read after the join, so
@@ -216,8 +231,24 @@ func (s *Server) serveRequest(c echo.Context, room, users string) error {
 		return s.storeError(err)
 	}
 
+	// A see claim that lists rooms depends on who is in them: re-check it
+	// now and then, and re-send the state when it changed.
+	var review func()
+	if v.roomDependent() {
+		key := v.membersKey()
+		id := identity(c)
+		review = func() {
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			nv, err := s.viewerFor(rctx, id)
+			cancel()
+			if err == nil && nv.membersKey() != key {
+				key = nv.membersKey()
+				sub.SetVisible(nv.canSee)
+			}
+		}
+	}
 	s.m.openStreams.WithLabelValues(req.kind).Inc()
-	cause := s.writeLoop(c, sub, req.expires)
+	cause := s.writeLoop(c, sub, req.expires, review)
 	s.m.openStreams.WithLabelValues(req.kind).Dec()
 	s.hub.Unsubscribe(sub)
 	s.keeper.CloseLease(lease, errors.Is(cause, errShutdown))
@@ -252,7 +283,7 @@ var writeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); retur
 // queues. The loop ends when the client goes, the hub closes (shutdown) or
 // the stream's token expires: a stream must not outlive its credential (the
 // client reconnects with a fresh token, or gets 401).
-func (s *Server) writeLoop(c echo.Context, sub *hub.Subscriber, expires time.Time) error {
+func (s *Server) writeLoop(c echo.Context, sub *hub.Subscriber, expires time.Time, review func()) error {
 	res := c.Response()
 	h := res.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -287,10 +318,19 @@ func (s *Server) writeLoop(c echo.Context, sub *hub.Subscriber, expires time.Tim
 		defer t.Stop()
 		expired = t.C
 	}
+	var reviews <-chan time.Time
+	if review != nil {
+		t := time.NewTicker(viewReview)
+		defer t.Stop()
+		reviews = t.C
+	}
 	ctx := c.Request().Context()
 	var id uint64
 	for {
 		select {
+		case <-reviews:
+			review()
+			continue
 		case <-ctx.Done():
 			return errStreamClosed
 		case <-sub.Closed():

@@ -3,6 +3,8 @@ package handlers
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/presenced/presenced/store"
 )
@@ -160,4 +162,15 @@ func (v viewer) visibleTypists(ts []store.Typist) []store.Typist {
 		}
 	}
 	return out
+}
+
+// membersKey identifies the set of see-room members the viewer was built
+// from: a long-lived reader rebuilds its viewer when the key changes.
+func (v viewer) membersKey() string {
+	ids := make([]string, 0, len(v.members))
+	for id := range v.members {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return strings.Join(ids, ",")
 }

@@ -219,3 +219,72 @@ func TestStreamFromForeignOriginRefused(t *testing.T) {
 	s := openSSE(t, c, n.base+"/sse/room/lobby?sid=mallory-tab-1&format=json", mallory, "Origin", "https://host.example")
 	s.waitFor("sync", named("sync", "mallory"))
 }
+
+// The see claim on streams (issue 11 finding 7): /sse/users and room
+// streams, HTML and JSON, show only whom the token may see, and send no
+// change of anyone else.
+func TestSeeClaimOnStreams(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		n := startNode(t, b.newStore(t))
+		c := newClient(t)
+		bob, carol := n.token("bob", "Bob"), n.token("carol", "Carol Secret")
+		for _, tok := range []string{bob, carol} {
+			mustOK(t, do(t, c, http.MethodPost, n.base+"/api/presence/room/r", tok, `{"action":"join","sessionId":"tab-of-`+map[string]string{bob: "bob", carol: "carol"}[tok]+`"}`))
+		}
+		dave := mintSee(t, n, "dave", &See{Users: []string{"bob"}})
+
+		users := openSSE(t, c, n.base+"/sse/users?ids=bob,carol", dave)
+		users.waitAll("dots", named("presence-bob", `data-status="online"`), named("presence-carol", `data-status="offline"`))
+		js := openSSE(t, c, n.base+"/sse?room=r&watch=1&users=carol&format=json", dave)
+		var room, us map[string]any
+		for room == nil || us == nil {
+			d := decodeJSON(t, js.waitFor("syncs", named("sync")).Data)
+			if d["topic"] == "users" {
+				us = d
+			} else {
+				room = d
+			}
+		}
+		if room["count"] != float64(1) || strings.Contains(fmt.Sprint(room), "carol") {
+			t.Fatalf("room sync shows an unseen member: %v", room)
+		}
+		if p := us["presence"].(map[string]any); p["carol"] != nil {
+			t.Fatalf("users sync shows carol: %v", us)
+		}
+		html := openSSE(t, c, n.base+"/sse/room/r?watch=1&list=1", dave)
+		ev := html.waitFor("stack", named("members"))
+		if membersCount(ev.Data) != 1 || strings.Contains(ev.Data, "carol") || strings.Contains(ev.Data, "Secret") {
+			t.Fatalf("stack shows carol: %s", ev.Data)
+		}
+
+		// Carol's changes reach nobody of dave's; bob's do.
+		mustOK(t, do(t, c, http.MethodPost, n.base+"/api/presence", carol, `{"status":"busy","sessionId":"tab-of-carol"}`))
+		mustOK(t, do(t, c, http.MethodPost, n.base+"/api/presence", bob, `{"status":"busy","sessionId":"tab-of-bob"}`))
+		users.waitFor("bob busy", named("presence-bob", `data-status="busy"`))
+		js.waitFor("bob busy (json)", named("status", `"id":"bob"`))
+		html.waitFor("bob busy (stack)", named("members", `data-status="busy"`))
+		for _, s := range []*sseClient{users, js, html} {
+			for _, e := range s.drain(300 * time.Millisecond) {
+				if strings.Contains(e.Data, "carol") || strings.Contains(e.Data, "Secret") {
+					t.Fatalf("carol reached a stream of dave's: %s %s", e.Event, e.Data)
+				}
+			}
+		}
+	}, longTTL)
+}
+
+// A see claim that lists rooms follows who is in them: a user who joins the
+// room becomes visible on an open stream (within a review interval).
+func TestSeeRoomsFollowMembership(t *testing.T) {
+	defer func(d time.Duration) { viewReview = d }(viewReview)
+	viewReview = 200 * time.Millisecond
+	n := startNode(t, newMemoryStore(t))
+	c := newClient(t)
+	dave := mintSee(t, n, "dave", &See{Rooms: []string{"team"}})
+	eve := n.token("eve", "Eve")
+	mustOK(t, do(t, c, http.MethodPost, n.base+"/api/presence", eve, `{"status":"busy","sessionId":"tab-of-eve"}`))
+	s := openSSE(t, c, n.base+"/sse/users?ids=eve", dave)
+	s.waitFor("eve unseen", named("presence-eve", `data-status="offline"`))
+	mustOK(t, do(t, c, http.MethodPost, n.base+"/api/presence/room/team", eve, `{"action":"join","sessionId":"tab-of-eve"}`))
+	s.waitFor("eve seen once in the room", named("presence-eve", `data-status="busy"`))
+}

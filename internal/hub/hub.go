@@ -154,6 +154,9 @@ func (h *Hub) CloseSubscribers(cause error) {
 // once the hub is closing.
 func (h *Hub) Subscribe(spec Spec) *Subscriber {
 	s := &Subscriber{spec: spec, hub: h, notify: make(chan struct{}, 1), closed: make(chan struct{})}
+	if spec.Visible != nil {
+		s.visible.Store(&spec.Visible)
+	}
 	s.lastWrite.Store(time.Now().UnixNano())
 	for _, t := range s.topics() {
 		s.queue = append(s.queue, &item{topic: t, sync: true})
@@ -344,6 +347,15 @@ func (h *Hub) dispatch(ev store.Event) {
 			}
 			for _, s := range js {
 				c := it
+				if s.filtered() {
+					if ev.Kind == store.EventTyping {
+						fev := ev
+						fev.Typing = s.visibleTypists(ev.Typing)
+						_, c.msg.Data = h.r.Change(fev)
+					} else if !s.sees(ev.User.ID) {
+						continue
+					}
+				}
 				if ev.Kind != store.EventTyping && ev.User.ID != "" && ev.User.ID == s.spec.User.ID {
 					c.self = 1
 					if ev.Kind == store.EventLeave {
@@ -409,6 +421,9 @@ func (h *Hub) statusChanged(ev store.Event, seq uint64) {
 		rs.invalidate(seq)
 		t := roomTopic(room)
 		for s := range rs.subs {
+			if !s.sees(ev.User.ID) {
+				continue
+			}
 			if s.spec.Format == JSON {
 				js[s] = t
 			} else {
@@ -420,6 +435,9 @@ func (h *Hub) statusChanged(ev store.Event, seq uint64) {
 		}
 	}
 	for s := range h.watchers[ev.User.ID] {
+		if !s.sees(ev.User.ID) {
+			continue
+		}
 		if s.spec.Format == JSON {
 			if _, ok := js[s]; !ok {
 				js[s] = usersTopic
@@ -518,6 +536,11 @@ func (h *Hub) snapshotUsers(s *Subscriber) ([]Message, uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	for id := range ps {
+		if !s.sees(id) {
+			ps[id] = nil // shown as a user never seen
+		}
+	}
 	if s.spec.Format == JSON {
 		return []Message{{Event: "sync", Data: h.r.UsersSync(s.spec.Users, ps)}}, seq, nil
 	}
@@ -536,6 +559,10 @@ func (h *Hub) snapshotRoom(s *Subscriber, r RoomSub) ([]Message, uint64, bool, e
 	f, err := h.readRoom(r.ID)
 	if err != nil {
 		return nil, 0, false, err
+	}
+	if s.filtered() {
+		// Its own view of the room: not shared with anyone.
+		f = &frame{room: f.room, seq: f.seq, members: s.visibleMembers(f.members), typists: s.visibleTypists(f.typists), haveMembers: true, haveTyping: true}
 	}
 	self := false
 	for _, m := range f.members {

@@ -259,7 +259,14 @@ func (h *Hub) renderRoom(rs *roomState, members, typing bool) error {
 		if len(f.held) > 0 {
 			from = f.heldFrom(t.s.snapshotSeq(topic))
 		}
-		for _, m := range f.html(h, t.r, t.s.spec.View, from) {
+		tf := f
+		if t.s.filtered() {
+			// Its own view of the room: not shared with anyone.
+			tf = &frame{room: f.room, seq: f.seq, members: t.s.visibleMembers(f.members), typists: t.s.visibleTypists(f.typists),
+				haveMembers: f.haveMembers, haveTyping: f.haveTyping}
+			from = 0
+		}
+		for _, m := range tf.html(h, t.r, t.s.spec.View, from) {
 			t.s.push(&item{key: m.Event, topic: topic, msg: m, seq: seq})
 		}
 	}

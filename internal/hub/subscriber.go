@@ -35,9 +35,13 @@ type Spec struct {
 	Rooms  []RoomSub
 	Users  []string // presence-{userId} dots (HTML) / status events (JSON)
 	View   View
-	// User is the stream's own user (for the JSON sync's "you"); may be
-	// empty.
+	// User is the stream's own user (a join the sync already lists is not
+	// sent again); may be empty.
 	User store.Profile
+	// Visible, when set, says whose presence the stream may show (the
+	// token's see claim): anyone else is shown as a user never seen, and
+	// their changes are not sent. nil: anyone. SetVisible replaces it.
+	Visible func(userID string) bool
 }
 
 // View is how an HTML subscriber renders: every distinct View of a change
@@ -82,8 +86,9 @@ const (
 // Subscriber is one open stream. The hub queues to it without ever
 // blocking; the stream's own goroutine takes the queue (Take) and writes it.
 type Subscriber struct {
-	spec Spec
-	hub  *Hub
+	spec    Spec
+	hub     *Hub
+	visible atomic.Pointer[func(string) bool]
 
 	notify    chan struct{} // one pending wake-up for the writer
 	lastWrite atomic.Int64  // unix nanos, set by the writer (Wrote)
@@ -103,6 +108,53 @@ type Subscriber struct {
 
 // Spec returns the subscriber's spec.
 func (s *Subscriber) Spec() Spec { return s.spec }
+
+// sees reports whether the subscriber may show userID's presence.
+func (s *Subscriber) sees(userID string) bool {
+	f := s.visible.Load()
+	return f == nil || (*f)(userID)
+}
+
+// filtered reports whether the subscriber sees only some users (its
+// renders are then its own, not shared).
+func (s *Subscriber) filtered() bool { return s.visible.Load() != nil }
+
+// SetVisible replaces the visibility rule (a see claim that depends on
+// room membership changed) and re-sends the subscriber its state under it.
+func (s *Subscriber) SetVisible(f func(userID string) bool) {
+	if f == nil {
+		s.visible.Store(nil)
+	} else {
+		s.visible.Store(&f)
+	}
+	s.resync()
+}
+
+func (s *Subscriber) visibleMembers(ms []store.Member) []store.Member {
+	if !s.filtered() {
+		return ms
+	}
+	out := make([]store.Member, 0, len(ms))
+	for _, m := range ms {
+		if s.sees(m.ID) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (s *Subscriber) visibleTypists(ts []store.Typist) []store.Typist {
+	if !s.filtered() {
+		return ts
+	}
+	out := make([]store.Typist, 0, len(ts))
+	for _, t := range ts {
+		if s.sees(t.ID) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
 
 // Notify is signalled whenever there is something to take.
 func (s *Subscriber) Notify() <-chan struct{} { return s.notify }
