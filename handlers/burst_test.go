@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/presenced/presenced/internal/config"
+	"github.com/presenced/presenced/store"
 )
 
 // Issue 15 through real HTTP: many subscribers (HTML and JSON mixed) on one
@@ -114,7 +115,7 @@ func TestBurstOfJoinsKeepsHealthySubscribers(t *testing.T) {
 			t.Fatalf("%v streams open, want %d", v, subs)
 		}
 		t.Logf("queue resyncs during the burst: %v", n.metric("presenced_stream_queue_resyncs_total"))
-	}, longTTL)
+	}, func(o *store.Options) { o.TTL = 30 * time.Minute }) // the joined sessions never heartbeat
 }
 
 // followJSON applies a JSON room stream's sync/join/leave events until the

@@ -125,14 +125,11 @@ func (k *Keeper) Open(ctx context.Context, s Stream) (*Lease, error) {
 	k.mu.Unlock()
 	l := &Lease{s: s}
 	if s.Room != "" {
-		err := k.st.Join(ctx, s.Room, store.Heartbeat{User: s.User, SessionID: s.SessionID, Hold: k.opt.Hold})
-		if err != nil {
-			k.release(l)
-			return nil, err
-		}
-		k.OnRefresh(1)
-		k.mu.Lock()
+		// Counted before the join: a close of another stream of the same
+		// (session, room) that races this open then sees it and does not
+		// detach (a reload's old stream noticed after the new one joined).
 		hk := key{s.User.ID, s.SessionID, s.Room}
+		k.mu.Lock()
 		if h := k.held[hk]; h != nil {
 			h.n++
 			h.user = s.User
@@ -140,8 +137,30 @@ func (k *Keeper) Open(ctx context.Context, s Stream) (*Lease, error) {
 			k.held[hk] = &hold{n: 1, user: s.User}
 		}
 		k.mu.Unlock()
+		err := k.st.Join(ctx, s.Room, store.Heartbeat{User: s.User, SessionID: s.SessionID, Hold: k.opt.Hold})
+		if err != nil {
+			k.unhold(hk)
+			k.release(l)
+			return nil, err
+		}
+		k.OnRefresh(1)
 	}
 	return l, nil
+}
+
+// unhold drops one stream's hold on hk and reports whether others remain.
+func (k *Keeper) unhold(hk key) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	h := k.held[hk]
+	if h == nil {
+		return false
+	}
+	if h.n--; h.n > 0 {
+		return true
+	}
+	delete(k.held, hk)
+	return false
 }
 
 func (k *Keeper) release(l *Lease) {
@@ -171,16 +190,8 @@ func (k *Keeper) CloseLease(l *Lease, shutdown bool) {
 	if l.s.Room == "" {
 		return
 	}
-	hk := key{l.s.User.ID, l.s.SessionID, l.s.Room}
+	still := k.unhold(key{l.s.User.ID, l.s.SessionID, l.s.Room})
 	k.mu.Lock()
-	still := false
-	if h := k.held[hk]; h != nil {
-		if h.n--; h.n > 0 {
-			still = true
-		} else {
-			delete(k.held, hk)
-		}
-	}
 	closing := k.closing
 	k.mu.Unlock()
 	if still || shutdown || closing {
@@ -287,4 +298,17 @@ func (k *Keeper) detach(s Stream) {
 		return
 	}
 	k.OnDetach()
+	// A stream of the same (session, room) that opened here while the
+	// Detach was on its way may have joined before it reached the store:
+	// refresh it now, which cancels the detach.
+	k.mu.Lock()
+	h := k.held[key{s.User.ID, s.SessionID, s.Room}]
+	var again []Stream
+	if h != nil {
+		again = []Stream{{User: h.user, SessionID: s.SessionID, Room: s.Room}}
+	}
+	k.mu.Unlock()
+	if again != nil {
+		k.refresh(again)
+	}
 }
