@@ -116,6 +116,10 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (store.
 	return store.NewRedis(ctx, cfg.RedisURL, opts, log)
 }
 
+// revision may be set at link time (-ldflags "-X main.revision=…") where
+// the toolchain cannot stamp it itself (a container build without .git).
+var revision string
+
 // version is the module version and VCS revision the binary was built
 // from, as the Go toolchain recorded them.
 func version() string {
@@ -123,11 +127,15 @@ func version() string {
 	if !ok {
 		return "presenced (no build information)"
 	}
+	return formatVersion(bi, revision)
+}
+
+func formatVersion(bi *debug.BuildInfo, linked string) string {
 	v := bi.Main.Version
 	if v == "" {
 		v = "(devel)"
 	}
-	var rev, at, dirty string
+	rev, at, dirty := linked, "", ""
 	for _, st := range bi.Settings {
 		switch st.Key {
 		case "vcs.revision":
