@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"github.com/presenced/presenced/internal/config"
 	"github.com/presenced/presenced/internal/tlstest"
 	"github.com/presenced/presenced/store"
+	"github.com/presenced/presenced/store/redistest"
 )
 
 // doHost sends a GET with its own Host header (net/http ignores a "Host"
@@ -268,5 +270,23 @@ func TestTLSServesHTTP2AndReloads(t *testing.T) {
 	}
 	if _, cn := peer(client()); cn != "second" {
 		t.Fatalf("after a bad reload a new connection got %q, want the previous certificate", cn)
+	}
+}
+
+// The Redis store's error counts are on the gateway's /metrics.
+func TestRedisErrorsOnMetrics(t *testing.T) {
+	srv := redistest.Start(t)
+	opts := storeOptions()
+	opts.KeyPrefix = redistest.Prefix(t)
+	st, err := store.NewRedis(context.Background(), srv.URL, opts, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	n := startNode(t, st)
+	r := do(t, newClient(t), http.MethodGet, n.base+"/metrics", "", "")
+	mustOK(t, r)
+	if !strings.Contains(string(r.body), `presenced_redis_errors_total{command="evalsha"} 0`) {
+		t.Fatalf("no Redis error series on /metrics:\n%s", r.body)
 	}
 }
