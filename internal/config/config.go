@@ -240,12 +240,16 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.StringVar(&c.TLSKey, "tls-key", env("PRESENCE_TLS_KEY", ""), "PEM private key file for --tls-cert (PRESENCE_TLS_KEY)")
 	fs.StringVar(&c.PublicURL, "public-url", env("PRESENCE_PUBLIC_URL", ""), "origin browsers reach the gateway at, e.g. https://presence.example.com: every absolute URL and same-origin check uses it, never the Host header; set it in production (PRESENCE_PUBLIC_URL)")
 	fs.StringVar(&proxies, "trusted-proxies", env("PRESENCE_TRUSTED_PROXIES", ""), "comma-separated CIDRs whose X-Forwarded-For/Proto/Host are believed; ignored from anyone else (PRESENCE_TRUSTED_PROXIES)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDur("PRESENCE_SHUTDOWN_TIMEOUT", c.ShutdownTimeout), "on SIGTERM, how long to wait for open requests before cutting them; keep it under the orchestrator's grace period (PRESENCE_SHUTDOWN_TIMEOUT)")
 	fs.BoolVar(&version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if version {
 		return c, ErrVersion
+	}
+	if c.ShutdownTimeout <= 0 {
+		return c, fmt.Errorf("%w: --shutdown-timeout %s", ErrDuration, c.ShutdownTimeout)
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())

@@ -127,11 +127,11 @@ func TestVersionFlag(t *testing.T) {
 
 func TestProductionFlags(t *testing.T) {
 	c, err := Parse([]string{"--secret", sec, "--tls-cert", "c.pem", "--tls-key", "k.pem",
-		"--public-url", "HTTPS://Presence.Example.com:443/", "--trusted-proxies", "10.0.0.0/8, 127.0.0.1,::1"}, env(nil), io.Discard)
+		"--public-url", "HTTPS://Presence.Example.com:443/", "--trusted-proxies", "10.0.0.0/8, 127.0.0.1,::1", "--shutdown-timeout", "25s"}, env(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.TLSCert != "c.pem" || c.TLSKey != "k.pem" || c.PublicURL != "https://presence.example.com" {
+	if c.TLSCert != "c.pem" || c.TLSKey != "k.pem" || c.PublicURL != "https://presence.example.com" || c.ShutdownTimeout != 25*time.Second {
 		t.Fatalf("parsed %+v", c)
 	}
 	want := []string{"10.0.0.0/8", "127.0.0.1/32", "::1/128"}
@@ -160,6 +160,7 @@ func TestProductionFlags(t *testing.T) {
 		{[]string{"--public-url", "ftp://a.example"}, ErrPublicURL},
 		{[]string{"--trusted-proxies", "10.0.0.0/33"}, ErrProxies},
 		{[]string{"--trusted-proxies", "nginx"}, ErrProxies},
+		{[]string{"--shutdown-timeout", "0s"}, ErrDuration},
 	} {
 		if _, err := Parse(append([]string{"--secret", sec}, tc.args...), env(nil), io.Discard); !errors.Is(err, tc.want) {
 			t.Errorf("%v: %v, want %v", tc.args, err, tc.want)
