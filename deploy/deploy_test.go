@@ -161,8 +161,8 @@ func TestImage(t *testing.T) {
 		waitOK(t, base+path)
 	}
 	out, err = exec.Command(podman, "top", name, "user", "args").CombinedOutput()
-	if err == nil && !strings.Contains(string(out), "65532") {
-		t.Fatalf("the gateway does not run as 65532:\n%s", out)
+	if err != nil || !strings.Contains(string(out), "65532") || !strings.Contains(string(out), "/presenced") {
+		t.Fatalf("the gateway does not run as 65532 (%v):\n%s", err, out)
 	}
 	// SIGTERM (podman stop) ends it cleanly.
 	if out, err := exec.Command(podman, "stop", "-t", "15", name).CombinedOutput(); err != nil {
