@@ -111,8 +111,8 @@ func New(cfg config.Config, st store.Store, log *slog.Logger) (*Server, error) {
 			GetCertificate: s.certs.GetCertificate,
 		}
 	}
-	if st, ok := st.(interface{ Collector() prometheus.Collector }); ok {
-		s.m.reg.MustRegister(st.Collector()) // e.g. the Redis store's error counts
+	if sc, ok := st.(interface{ Collector() prometheus.Collector }); ok {
+		s.m.reg.MustRegister(sc.Collector()) // e.g. the Redis store's error counts
 	}
 	return s, nil
 }
