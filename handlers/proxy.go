@@ -28,6 +28,12 @@ func (s *Server) forwarded(next echo.HandlerFunc) echo.HandlerFunc {
 		trusted := s.trustedPeer(r.RemoteAddr)
 		if !trusted {
 			for _, h := range []string{"X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-For", "Forwarded"} {
+				if r.Header.Get(h) != "" && s.cfg.PublicURL == "" && !s.warnedForwarded.Swap(true) {
+					// Once: behind a proxy that terminates TLS this is why
+					// cookie POSTs from https pages get 403.
+					s.log.Warn("ignoring X-Forwarded-* from a peer not on --trusted-proxies; behind a reverse proxy set --public-url (and --trusted-proxies to the proxy's address)",
+						"peer", r.RemoteAddr, "header", h)
+				}
 				r.Header.Del(h)
 			}
 		}

@@ -46,6 +46,8 @@ type Server struct {
 	certs     *tlsreload.Reloader
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
+	// warnedForwarded: X-Forwarded-* from an untrusted peer was logged once.
+	warnedForwarded atomic.Bool
 
 	closing  atomic.Bool
 	ln       net.Listener
