@@ -158,7 +158,7 @@ http {
 }
 
 // startProxiedGateway runs one plain-HTTP gateway node behind the proxy:
-// --public-url is the proxy's origin, --trusted-proxies the loopback.
+// --public-url is publicURL (may be empty), --trusted-proxies the loopback.
 func startProxiedGateway(t *testing.T, st store.Store, publicURL string) *handlers.Server {
 	t.Helper()
 	cfg := config.Default()
@@ -285,5 +285,53 @@ func TestBehindNginx(t *testing.T) {
 			t.Fatalf("open room streams %d + %d, want one per tab (%d)", a, b, len(tabs))
 		}
 		time.Sleep(pollEvery)
+	}
+}
+
+// TestNginxForwardedHeaders: without --public-url, a gateway behind the
+// nginx config (and trusting it) derives its origin from nginx's
+// X-Forwarded-Proto/Host, port included, also when the browser spoke
+// HTTP/2 to nginx: the widget's URLs name the proxy's https origin and a
+// cookie POST from a page of that origin passes the same-origin check.
+func TestNginxForwardedHeaders(t *testing.T) {
+	nginxPath(t)
+	pair := tlstest.New(t, "presenced-proxy-e2e", "127.0.0.1")
+	httpsPort := freePort(t)
+	public := fmt.Sprintf("https://127.0.0.1:%d", httpsPort)
+	gw := startProxiedGateway(t, newStore(t, "memory"), "") // no --public-url
+	startNginx(t, []string{gw.Addr(), gw.Addr()}, pair, httpsPort)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pair.Pool()}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	waitReadyTLS(t, public, pair)
+	tok, err := gw.Auth().Mint(store.Profile{ID: "alice", Name: "Alice"}, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := hc.Get(public + "/fragments/room/fwd/live?token=" + tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.ProtoMajor != 2 {
+		t.Fatalf("browser side spoke %s, want HTTP/2", res.Proto)
+	}
+	m := regexp.MustCompile(`sse-connect="([^"]+)"`).FindSubmatch(body)
+	if m == nil || !strings.HasPrefix(string(m[1]), public+"/sse/room/fwd?") {
+		t.Fatalf("stream URL %q, want it under %s (from X-Forwarded-Proto/Host)", m, public)
+	}
+	req, _ := http.NewRequest(http.MethodPost, public+"/api/presence", strings.NewReader(`{"status":"online","sessionId":"alice-fwd-1"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Origin", public)
+	req.Header.Set("Cookie", handlers.CookieName+"="+tok)
+	res, err = hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("cookie POST from %s through nginx: %d %s", public, res.StatusCode, b)
 	}
 }
