@@ -4,14 +4,30 @@ GO      ?= go
 PKGS    ?= ./...
 ADDR    ?= :8080
 
-.PHONY: run build test test-short bench bench-full generate check-generate lint vendor screenshots clean
+.PHONY: run build test test-short bench bench-full generate check-generate lint vendor screenshots clean image image-test
+CONTAINER ?= podman
+IMAGE     ?= presenced:latest
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null)
+# Extra build flags. On a VM with hybrid cgroups and no CAP_SYS_RESOURCE (this project's CI machine), podman's
+# default crun cannot run RUN steps: IMAGE_FLAGS="--runtime runc --ulimit nofile=4096:4096 --ulimit nproc=1024:1024"
+IMAGE_FLAGS ?=
 
 ## run: the gateway with the embedded store and the dev demo at http://localhost:8080/
 run:
 	$(GO) run ./cmd/presenced --dev --addr $(ADDR)
 
 build:
-	$(GO) build -o bin/presenced ./cmd/presenced
+	$(GO) build -trimpath -o bin/presenced ./cmd/presenced
+
+## image: the container image (deploy/Dockerfile: static binary on scratch, non-root); needs access to docker.io
+## for the golang build image. CONTAINER=docker works too.
+image:
+	$(CONTAINER) build $(IMAGE_FLAGS) -f deploy/Dockerfile --build-arg REVISION=$(REVISION) -t $(IMAGE) .
+
+## image-test: build the Dockerfile's final stage from a local binary and run it with podman (no registry
+## needed; part of make test when podman is installed, as under .ci/run)
+image-test:
+	$(GO) test -count=1 -run 'TestImage|TestSystemdUnit' -v ./deploy/
 
 ## test: lint, generated files in sync, then every test with the race detector
 test: lint check-generate

@@ -110,6 +110,8 @@ func startBrowser() {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-quic", true),
+		// The TLS tests use self-signed certificates made in the test.
+		chromedp.Flag("ignore-certificate-errors", true),
 	)
 	allocCtx, allocCancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(allocCtx)

@@ -404,21 +404,14 @@ func (s *Server) originAllowed(origin string, forCookie bool) bool {
 	return false
 }
 
-// selfOrigin is the origin the request was addressed to.
+// selfOrigin is the origin the request was addressed to: --public-url, or
+// what the forwarded middleware derived from the request (proxy.go).
+// Outside that middleware only the request's own TLS state and Host count.
 func selfOrigin(r *http.Request) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	} else if p := r.Header.Get("X-Forwarded-Proto"); p != "" {
-		p, _, _ = strings.Cut(p, ",")
-		if p = strings.ToLower(strings.TrimSpace(p)); p == "https" || p == "http" {
-			scheme = p
-		}
+	if o, ok := r.Context().Value(originKey{}).(string); ok {
+		return o
 	}
-	if n, err := config.NormalizeOrigin(scheme + "://" + r.Host); err == nil {
-		return n
-	}
-	return scheme + "://" + strings.ToLower(r.Host)
+	return requestOrigin(r, false)
 }
 
 // roomParam reads and validates a room id path parameter and checks the

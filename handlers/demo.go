@@ -111,10 +111,16 @@ func (s *Server) demo(c echo.Context) error {
 	if id.Source != FromCookie {
 		token = id.Token
 	}
+	sq := url.Values{"sid": {sid}, "list": {"1"}}
+	if token != "" {
+		// EventSource sends no Authorization header: a page opened with
+		// ?token= (no cookie) needs it in its stream URL too.
+		sq.Set("token", token)
+	}
 	return s.html(c, http.StatusOK, views.DemoPage(views.DemoProps{
 		User: id.User, RoomID: room, Token: token, SessionID: sid, Heartbeat: s.cfg.Heartbeat,
 		Rooms: rooms, Members: ms, Typists: ts,
-		StreamURL: "/sse/room/" + url.PathEscape(room) + "?" + url.Values{"sid": {sid}, "list": {"1"}}.Encode(),
+		StreamURL: "/sse/room/" + url.PathEscape(room) + "?" + sq.Encode(),
 	}))
 }
 

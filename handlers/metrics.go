@@ -7,12 +7,16 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/presenced/presenced/store"
 )
 
 // metrics are the gateway's Prometheus metrics, on a registry of its own so
@@ -21,11 +25,18 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	openStreams *prometheus.GaugeVec
-	heartbeats  *prometheus.CounterVec
-	delivered   *prometheus.CounterVec
-	dropped     *prometheus.CounterVec
-	ghostLeaves prometheus.Counter
+	openStreams  *prometheus.GaugeVec
+	heartbeats   *prometheus.CounterVec
+	delivered    *prometheus.CounterVec
+	dropped      *prometheus.CounterVec
+	ghostLeaves  prometheus.Counter
+	httpRequests *prometheus.CounterVec
+	httpDuration *prometheus.HistogramVec
+
+	// routes are the registered route patterns (method + " " + path): the
+	// only values the route label takes, so that a scan of random paths
+	// cannot grow the series.
+	routes map[string]bool
 
 	// deliveredBy caches the delivered counter of each known event name:
 	// it is bumped once per connection per event, the hottest path there is.
@@ -35,6 +46,9 @@ type metrics struct {
 // streamEvents are the event names the streams send (presence-{userId}
 // counted as "presence").
 var streamEvents = []string{"members", "member-list", "typing", "presence", "sync", "join", "leave", "status"}
+
+// dropReasons are the reasons of presenced_streams_dropped_total.
+var dropReasons = []string{"slow", "stalled", "shutdown", "no_state", "token_expired"}
 
 // deliveredInc counts one event queued to one connection.
 func (m *metrics) deliveredInc(event string) {
@@ -50,7 +64,7 @@ func newMetrics() *metrics {
 		reg: prometheus.NewRegistry(),
 		openStreams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "presenced_sse_open_streams",
-			Help: "SSE streams currently open, by kind (room, users).",
+			Help: "SSE streams currently open, by kind (room: joins a room; watch: watches rooms without joining; users: dots only).",
 		}, []string{"kind"}),
 		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "presenced_heartbeats_total",
@@ -62,17 +76,27 @@ func newMetrics() *metrics {
 		}, []string{"event"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "presenced_streams_dropped_total",
-			Help: "SSE streams closed by the server, by reason (slow: its queue was full; stalled: a write missed its deadline; no_state: its state could not be read; token_expired: its token expired; shutdown).",
+			Help: "SSE streams closed by the server, by reason (slow: never since streams resync instead, kept for dashboards; stalled: a write missed its deadline; no_state: its state could not be read; token_expired: its token expired; shutdown).",
 		}, []string{"reason"}),
 		ghostLeaves: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presenced_stream_room_leaves_total",
 			Help: "Room streams that closed without an explicit offline and whose (session, room) this node detached: the store takes the session out of the room --leave-grace later unless a stream of it comes back, on any node (a reload, a room switch, an embed removed, a tab gone without a goodbye)",
 		}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "presenced_http_requests_total",
+			Help: "HTTP requests answered, by route pattern (e.g. /api/presence/room/:roomId; \"unmatched\" for no route), method and status code. A stream counts when it ends.",
+		}, []string{"route", "method", "code"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "presenced_http_request_duration_seconds",
+			Help:    "Time to answer an HTTP request, by route pattern, method and status code. SSE streams (/sse/...) are left out: their duration is how long the page stayed open.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"route", "method", "code"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.openStreams, m.heartbeats, m.delivered, m.dropped, m.ghostLeaves,
+		m.httpRequests, m.httpDuration,
 	)
 	m.deliveredBy = make(map[string]prometheus.Counter, len(streamEvents))
 	for _, e := range streamEvents {
@@ -85,7 +109,7 @@ func newMetrics() *metrics {
 	for _, s := range []string{"api", "stream"} {
 		m.heartbeats.WithLabelValues(s)
 	}
-	for _, r := range []string{"slow", "stalled", "no_state", "token_expired", "shutdown"} {
+	for _, r := range dropReasons {
 		m.dropped.WithLabelValues(r)
 	}
 	return m
@@ -159,4 +183,66 @@ func (s *Server) stopMetrics(ctx context.Context) {
 			_ = s.metricsSrv.Close()
 		}
 	}
+}
+
+// initRoutes records the route patterns and makes each one's success
+// series exist at 0.
+func (m *metrics) initRoutes(routes []*echo.Route) {
+	m.routes = make(map[string]bool, len(routes))
+	for _, r := range routes {
+		m.routes[r.Method+" "+r.Path] = true
+		m.httpRequests.WithLabelValues(r.Path, r.Method, "200")
+		if !isStreamPath(r.Path) {
+			m.httpDuration.WithLabelValues(r.Path, r.Method, "200")
+		}
+	}
+}
+
+// observe counts every request by route pattern (c.Path(), never the raw
+// path) and status code, and times the non-stream ones. It answers errors
+// itself (c.Error), so that the code counted is the code sent.
+func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		code := c.Response().Status
+		if !c.Response().Committed {
+			// Nothing written (a client gone, 499): the code it would have had.
+			code = errorCode(err)
+		}
+		method := c.Request().Method
+		route := c.Path()
+		if !s.m.routes[method+" "+route] {
+			route = "unmatched"
+			switch method {
+			case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+				http.MethodDelete, http.MethodOptions:
+			default:
+				method = "OTHER" // any token is a method: keep the label bounded
+			}
+		}
+		cs := strconv.Itoa(code)
+		s.m.httpRequests.WithLabelValues(route, method, cs).Inc()
+		if !isStreamPath(route) {
+			s.m.httpDuration.WithLabelValues(route, method, cs).Observe(time.Since(start).Seconds())
+		}
+		return nil
+	}
+}
+
+// errorCode is the status code errorHandler gives err.
+func errorCode(err error) int {
+	var he *echo.HTTPError
+	switch {
+	case err == nil:
+		return http.StatusOK
+	case errors.As(err, &he):
+		return he.Code
+	case errors.Is(err, store.ErrInvalid):
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
 }

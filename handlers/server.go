@@ -1,11 +1,12 @@
 // Package handlers is the gateway's HTTP side: the JSON API, the SSE streams
-// (r3labs/sse, one stream per connection, fed by a hub that renders every
-// change once), the embeddable HTML fragments, the dev demo and the
+// (GET /sse and the v1 stream paths, written by each connection's own goroutine from
+// its internal/hub queue), the embeddable HTML fragments, the dev demo and the
 // operations endpoints, on one Echo app.
 package handlers
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -18,11 +19,13 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	presenced "github.com/presenced/presenced"
 	"github.com/presenced/presenced/internal/config"
 	"github.com/presenced/presenced/internal/hub"
 	"github.com/presenced/presenced/internal/session"
+	"github.com/presenced/presenced/internal/tlsreload"
 	"github.com/presenced/presenced/store"
 )
 
@@ -40,6 +43,12 @@ type Server struct {
 	static staticFiles
 	echo   *echo.Echo
 	http   *http.Server
+	// certs is the TLS certificate in service (nil without --tls-cert).
+	certs     *tlsreload.Reloader
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
+	// warnedForwarded: X-Forwarded-* from an untrusted peer was logged once.
+	warnedForwarded atomic.Bool
 
 	closing  atomic.Bool
 	ln       net.Listener
@@ -111,7 +120,31 @@ func New(cfg config.Config, st store.Store, log *slog.Logger) (*Server, error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	if cfg.TLSCert != "" {
+		if s.certs, err = tlsreload.New(cfg.TLSCert, cfg.TLSKey, log); err != nil {
+			return nil, err
+		}
+		// h2 first: browsers multiplex every tab's stream and POSTs over
+		// one connection instead of queueing behind six.
+		s.http.TLSConfig = &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			NextProtos:     []string{"h2", "http/1.1"},
+			GetCertificate: s.certs.GetCertificate,
+		}
+	}
+	if sc, ok := st.(interface{ Collector() prometheus.Collector }); ok {
+		s.m.reg.MustRegister(sc.Collector()) // e.g. the Redis store's error counts
+	}
 	return s, nil
+}
+
+// ReloadTLS re-reads --tls-cert and --tls-key (SIGHUP). On error the
+// previous certificate stays in service.
+func (s *Server) ReloadTLS() error {
+	if s.certs == nil {
+		return errors.New("no --tls-cert configured")
+	}
+	return s.certs.Reload()
 }
 
 // Handler is the gateway's http.Handler.
@@ -125,7 +158,8 @@ func (s *Server) routes() *echo.Echo {
 	e.HideBanner, e.HidePort = true, true
 	e.Logger.SetOutput(slog.NewLogLogger(s.log.Handler(), slog.LevelWarn).Writer())
 	e.HTTPErrorHandler = s.errorHandler
-	e.Use(s.recoverer, s.logRequests, s.securityHeaders, s.writeDeadline, s.cors)
+	e.IPExtractor = s.ipExtractor()
+	e.Use(s.forwarded, s.observe, s.recoverer, s.logRequests, s.securityHeaders, s.writeDeadline, s.cors)
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
@@ -167,6 +201,7 @@ func (s *Server) routes() *echo.Echo {
 		e.POST("/login", s.login)
 		e.POST("/logout", s.logout)
 	}
+	s.m.initRoutes(e.Routes())
 	return e
 }
 
@@ -190,8 +225,20 @@ func (s *Server) Start() error {
 	s.keeper.Start()
 	s.ln = ln
 	s.serveErr = make(chan error, 1)
+	scheme := "http"
+	if s.certs != nil {
+		scheme = "https"
+		wctx, cancel := context.WithCancel(context.Background())
+		s.stopWatch, s.watchDone = cancel, make(chan struct{})
+		go func() { defer close(s.watchDone); s.certs.Watch(wctx, tlsreload.DefaultPoll) }()
+	}
 	go func() {
-		err := s.http.Serve(ln)
+		var err error
+		if s.certs != nil {
+			err = s.http.ServeTLS(ln, "", "") // the certificate comes from TLSConfig
+		} else {
+			err = s.http.Serve(ln)
+		}
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
@@ -203,7 +250,10 @@ func (s *Server) Start() error {
 	case s.cfg.Dev:
 		s.log.Warn("DEV MODE: /login signs anyone in with a token of your --secret. Never run this in production: drop --dev.")
 	}
-	s.log.Info("presenced listening", "addr", ln.Addr().String(), "dev", s.cfg.Dev)
+	if s.cfg.PublicURL == "" {
+		s.log.Info("no --public-url: absolute URLs and same-origin checks follow each request's Host header; set --public-url in production")
+	}
+	s.log.Info("presenced listening", "addr", ln.Addr().String(), "scheme", scheme, "dev", s.cfg.Dev, "public_url", s.cfg.PublicURL)
 	return nil
 }
 
@@ -235,6 +285,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.stopMetrics(ctx)
 		s.keeper.Close()
 		s.hub.Close(errShutdown)
+		if s.stopWatch != nil {
+			s.stopWatch()
+			<-s.watchDone
+		}
 	})
 	return err
 }

@@ -65,6 +65,7 @@ type RedisStore struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	once    sync.Once
+	errs    *redisErrors // error counts by command (redis_metrics.go)
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -144,6 +145,7 @@ func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logg
 		detach:      withLib(luaDetach),
 		refreshMany: withLib(luaRefreshMany),
 	}
+	s.addErrorHook()
 	if err := s.client.Ping(ctx).Err(); err != nil {
 		s.client.Close()
 		return nil, fmt.Errorf("redis ping: %w", err)

@@ -42,7 +42,7 @@ type common struct {
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.target, "target", "", "comma-separated gateway base URLs (http://127.0.0.1:PORT); empty = launch them here")
 	fs.StringVar(&c.pids, "pids", "", "PIDs of the --target gateways, for RSS/CPU figures (optional)")
-	fs.StringVar(&c.secret, "secret", "bench-secret-0123456789abcdef", "the gateway's --secret (tokens are minted with it)")
+	fs.StringVar(&c.secret, "secret", "bench-secret-0123456789abcdef-0123456789", "the gateway's --secret (tokens are minted with it)")
 	fs.StringVar(&c.backend, "backend", "memory", "store backend of launched gateways: memory or redis")
 	fs.StringVar(&c.redisURL, "redis-url", "", "redis to use instead of launching a redis-server (redis backend)")
 	fs.StringVar(&c.gatewayBin, "gateway-bin", "", "presenced binary to launch; empty = this tool's 'gateway' scenario (the same handlers, plus --pprof/--sweep-interval)")

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -85,6 +86,20 @@ type Config struct {
 	// MetricsAddr, when set, is a separate listen address that alone serves
 	// /metrics (the main address then does not).
 	MetricsAddr string
+	// TLSCert and TLSKey are PEM files: when both are set the gateway
+	// serves HTTPS (HTTP/2 and HTTP/1.1) itself, and re-reads them on
+	// SIGHUP and whenever their contents change. Browsers speak HTTP/2 only
+	// over TLS, and without it they allow six connections per origin.
+	TLSCert, TLSKey string
+	// PublicURL is the origin (scheme://host[:port]) browsers reach this
+	// gateway at. When set, every absolute URL the gateway writes and every
+	// same-origin check uses it, never the Host header. Production should
+	// set it; empty keeps deriving the origin from the request (Host, and
+	// X-Forwarded-Proto/Host from TrustedProxies only).
+	PublicURL string
+	// TrustedProxies are the peers whose X-Forwarded-For/Proto/Host headers
+	// are believed; from anyone else those headers are ignored.
+	TrustedProxies []netip.Prefix
 }
 
 // Default returns the contract's defaults. Secret is empty: it must be given
@@ -116,15 +131,37 @@ var (
 	ErrDebounce     = errors.New("--leave-debounce must be 0 (off) or positive")
 	ErrMetricsToken = errors.New("--metrics-token must be at least 16 characters of printable ASCII without spaces")
 	ErrMetricsAddr  = errors.New("--metrics-addr must be host:port (e.g. 127.0.0.1:9090) and differ from --addr")
+	ErrShortSecret  = fmt.Errorf("--secret (PRESENCE_SECRET) must be at least %d bytes: anyone who guesses it can sign tokens for any user (generate one with: openssl rand -base64 48)", MinSecretLen)
+	ErrTLS          = errors.New("--tls-cert and --tls-key must be given together")
+	ErrPublicURL    = errors.New("--public-url must be an origin: scheme://host[:port], no path")
+	ErrProxies      = errors.New("--trusted-proxies must be comma-separated CIDRs or IP addresses (e.g. 10.0.0.0/8,127.0.0.1)")
+	// ErrVersion is returned by Parse for --version, like flag.ErrHelp for
+	// --help: the caller prints the version and exits 0.
+	ErrVersion = errors.New("version requested")
 )
 
 // MinMetricsToken is the shortest --metrics-token accepted.
 const MinMetricsToken = 16
 
+// MinSecretLen is the shortest --secret accepted: 32 bytes, the size of
+// the HS256 hash, so the key is not the weak part of a token.
+const MinSecretLen = 32
+
 // Validate checks the invariants the gateway relies on.
 func (c Config) Validate() error {
 	if len(c.Secret) == 0 && !c.Dev {
 		return ErrNoSecret
+	}
+	if len(c.Secret) > 0 && len(c.Secret) < MinSecretLen {
+		return fmt.Errorf("%w; got %d", ErrShortSecret, len(c.Secret))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return ErrTLS
+	}
+	if c.PublicURL != "" {
+		if n, err := NormalizeOrigin(c.PublicURL); err != nil || n != c.PublicURL {
+			return fmt.Errorf("%w: %q", ErrPublicURL, c.PublicURL)
+		}
 	}
 	for _, d := range []time.Duration{c.TTL, c.Heartbeat, c.TypingTTL, c.Keepalive, c.LeaveGrace, c.WriteDeadline} {
 		if d <= 0 {
@@ -213,7 +250,8 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 		return b
 	}
 
-	var secret, origins string
+	var secret, origins, proxies string
+	var version bool
 	fs.StringVar(&c.Addr, "addr", env("PRESENCE_ADDR", c.Addr), "listen address (PRESENCE_ADDR)")
 	fs.StringVar(&c.RedisURL, "redis-url", env("PRESENCE_REDIS_URL", ""), "redis://… URL; empty = the embedded in-process store (PRESENCE_REDIS_URL)")
 	fs.StringVar(&secret, "secret", env("PRESENCE_SECRET", ""), "HMAC key for HS256 tokens; required unless --dev (PRESENCE_SECRET)")
@@ -228,8 +266,20 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.BoolVar(&c.RateLimit, "rate-limit", envBool("PRESENCE_RATE_LIMIT", c.RateLimit), "per-session rate limits on heartbeats, status changes, room joins/leaves and typing (429 + Retry-After); turn off only for load tests (PRESENCE_RATE_LIMIT)")
 	fs.StringVar(&c.MetricsToken, "metrics-token", env("PRESENCE_METRICS_TOKEN", ""), "when set, /metrics requires Authorization: Bearer <this> (PRESENCE_METRICS_TOKEN)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("PRESENCE_METRICS_ADDR", ""), "when set, /metrics is served only on this separate address, e.g. 127.0.0.1:9090 (PRESENCE_METRICS_ADDR)")
+	fs.StringVar(&c.TLSCert, "tls-cert", env("PRESENCE_TLS_CERT", ""), "PEM certificate (chain) file: serve HTTPS and HTTP/2; reloaded on SIGHUP and when it changes (PRESENCE_TLS_CERT)")
+	fs.StringVar(&c.TLSKey, "tls-key", env("PRESENCE_TLS_KEY", ""), "PEM private key file for --tls-cert (PRESENCE_TLS_KEY)")
+	fs.StringVar(&c.PublicURL, "public-url", env("PRESENCE_PUBLIC_URL", ""), "origin browsers reach the gateway at, e.g. https://presence.example.com: every absolute URL and same-origin check uses it, never the Host header; set it in production (PRESENCE_PUBLIC_URL)")
+	fs.StringVar(&proxies, "trusted-proxies", env("PRESENCE_TRUSTED_PROXIES", ""), "comma-separated CIDRs whose X-Forwarded-For/Proto/Host are believed; ignored from anyone else (PRESENCE_TRUSTED_PROXIES)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDur("PRESENCE_SHUTDOWN_TIMEOUT", c.ShutdownTimeout), "on SIGTERM, how long to wait for open requests before cutting them; keep it under the orchestrator's grace period (PRESENCE_SHUTDOWN_TIMEOUT)")
+	fs.BoolVar(&version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if version {
+		return c, ErrVersion
+	}
+	if c.ShutdownTimeout <= 0 {
+		return c, fmt.Errorf("%w: --shutdown-timeout %s", ErrDuration, c.ShutdownTimeout)
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
@@ -238,6 +288,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 		return c, errors.Join(errs...)
 	}
 	c.Secret = []byte(secret)
+	var err error
 	for _, o := range strings.Split(origins, ",") {
 		if o = strings.TrimSpace(o); o == "" {
 			continue
@@ -250,6 +301,16 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 			o = n
 		}
 		c.AllowOrigins = append(c.AllowOrigins, o)
+	}
+	if c.PublicURL != "" {
+		n, err := NormalizeOrigin(c.PublicURL)
+		if err != nil {
+			return c, fmt.Errorf("%w: %q", ErrPublicURL, c.PublicURL)
+		}
+		c.PublicURL = n
+	}
+	if c.TrustedProxies, err = ParsePrefixes(proxies); err != nil {
+		return c, err
 	}
 	if len(c.Secret) == 0 && c.Dev {
 		c.Secret = make([]byte, 32)
@@ -273,4 +334,29 @@ func NormalizeOrigin(o string) (string, error) {
 		host = host[:strings.LastIndexByte(host, ':')]
 	}
 	return scheme + "://" + host, nil
+}
+
+// ParsePrefixes reads a comma-separated list of CIDRs; a bare address is
+// a one-address prefix.
+func ParsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, p := range strings.Split(list, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if !strings.Contains(p, "/") {
+			a, err := netip.ParseAddr(p)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %q", ErrProxies, p)
+			}
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		pr, err := netip.ParsePrefix(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q", ErrProxies, p)
+		}
+		out = append(out, pr.Masked())
+	}
+	return out, nil
 }
