@@ -230,9 +230,9 @@ func (s *Server) liveFragment(c echo.Context) error {
 	}
 	id := identity(c)
 	r := c.Request()
-	base := ""
+	base := s.cfg.BasePath // mounted under a prefix (the gateway package)
 	if !s.sameOriginPage(r) {
-		base = selfOrigin(r)
+		base = selfOrigin(r) + s.cfg.BasePath
 	}
 	// One connection per page: the widget's stream can carry the page's
 	// user dots too (users=), observe without joining (watch=1), and a page

@@ -208,6 +208,18 @@ func (s *Server) routes() *echo.Echo {
 // Start subscribes to the store's feed and starts serving on cfg.Addr
 // (":0" picks a free port; see Addr). It returns once the server accepts
 // connections.
+// StartBackground starts what the gateway runs besides serving (the feed
+// subscription and fan-out, the session keeper) without listening: for a
+// gateway whose Handler is mounted in another server (the gateway package).
+// Shutdown stops it.
+func (s *Server) StartBackground() error {
+	if err := s.hub.Start(); err != nil {
+		return fmt.Errorf("subscribe to the store feed: %w", err)
+	}
+	s.keeper.Start()
+	return nil
+}
+
 func (s *Server) Start() error {
 	if err := s.hub.Start(); err != nil {
 		return fmt.Errorf("subscribe to the store feed: %w", err)

@@ -97,6 +97,11 @@ type Config struct {
 	// set it; empty keeps deriving the origin from the request (Host, and
 	// X-Forwarded-Proto/Host from TrustedProxies only).
 	PublicURL string
+	// BasePath is the path prefix the gateway's handler is mounted under
+	// when it is embedded in another app (the gateway package), e.g.
+	// "/presence": every URL the gateway writes gets it. Empty for the
+	// binary, which serves at the root.
+	BasePath string
 	// TrustedProxies are the peers whose X-Forwarded-For/Proto/Host headers
 	// are believed; from anyone else those headers are ignored.
 	TrustedProxies []netip.Prefix
@@ -147,8 +152,15 @@ const MinMetricsToken = 16
 // the HS256 hash, so the key is not the weak part of a token.
 const MinSecretLen = 32
 
+// ErrBasePath: BasePath must be empty or "/segment[/segment…]" with no
+// trailing slash.
+var ErrBasePath = errors.New("base path must be empty or start with / and not end with /")
+
 // Validate checks the invariants the gateway relies on.
 func (c Config) Validate() error {
+	if c.BasePath != "" && (!strings.HasPrefix(c.BasePath, "/") || strings.HasSuffix(c.BasePath, "/") || strings.ContainsAny(c.BasePath, "?#\\ ")) {
+		return fmt.Errorf("%w: %q", ErrBasePath, c.BasePath)
+	}
 	if len(c.Secret) == 0 && !c.Dev {
 		return ErrNoSecret
 	}
