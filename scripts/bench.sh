@@ -5,6 +5,7 @@
 #
 #   scripts/bench.sh                 # results in bin/bench/<UTC stamp>-quick/
 #   BENCH_OUT=/some/dir scripts/bench.sh
+#   BEFORE=e483b6f scripts/bench.sh  # also the stream-core scenarios against that commit's gateway
 #
 # Every result line (results.jsonl) carries the command, the machine, its load
 # average and CPU pressure; table.md is the same as a Markdown table.
@@ -45,6 +46,9 @@ if [[ " ${backends[*]} " == *" redis "* ]]; then
   echo "== redis: fan-out across two nodes"
   $PB fanout   --backend redis --nodes 2 --n 100,1000 --changes 10 "${COMMON[@]}"
 fi
+echo "== stream core: this gateway vs a bare net/http SSE server (and BEFORE=<commit>'s gateway when set), reduced size"
+OUT="$OUT" PB="$PB" GO="$GO" SIZE=quick REPEAT=1 scripts/bench-core.sh
+
 echo "== the seed's polling design vs SSE push (intervals scaled by 0.05)"
 $PB poll --backend memory --scale 0.05 --watchers 50 "${COMMON[@]}"
 
