@@ -72,16 +72,8 @@ func bareMain(args []string) int {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		go func() { _ = http.ListenAndServe(*pprofAddr, mux) }()
 	}
-	b := &bareSrv{secret: []byte(*secret), keepalive: *keepalive, rooms: map[string]*bareRoom{}, userRooms: map[string]map[string]bool{}}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /metrics", b.metrics)
-	mux.HandleFunc("GET /sse/room/{room}", func(w http.ResponseWriter, r *http.Request) { b.stream(w, r, r.PathValue("room")) })
-	mux.HandleFunc("GET /sse", func(w http.ResponseWriter, r *http.Request) { b.stream(w, r, r.URL.Query().Get("room")) })
-	mux.HandleFunc("POST /api/presence/room/{room}", b.postRoom)
-	mux.HandleFunc("POST /api/presence", b.postStatus)
-	srv := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	b := newBare([]byte(*secret), *keepalive)
+	srv := &http.Server{Addr: *addr, Handler: b.handler(), ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	ln, err := net.Listen("tcp", *addr)
@@ -95,6 +87,23 @@ func bareMain(args []string) int {
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	return 0
+}
+
+func newBare(secret []byte, keepalive time.Duration) *bareSrv {
+	return &bareSrv{secret: secret, keepalive: keepalive, rooms: map[string]*bareRoom{}, userRooms: map[string]map[string]bool{}}
+}
+
+// handler routes the bare server's endpoints.
+func (b *bareSrv) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /metrics", b.metrics)
+	mux.HandleFunc("GET /sse/room/{room}", func(w http.ResponseWriter, r *http.Request) { b.stream(w, r, r.PathValue("room")) })
+	mux.HandleFunc("GET /sse", func(w http.ResponseWriter, r *http.Request) { b.stream(w, r, r.URL.Query().Get("room")) })
+	mux.HandleFunc("POST /api/presence/room/{room}", b.postRoom)
+	mux.HandleFunc("POST /api/presence", b.postStatus)
+	return mux
 }
 
 type bareSub struct {

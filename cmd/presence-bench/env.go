@@ -488,6 +488,26 @@ func (e *env) profile(name string, d time.Duration) (wait func()) {
 	}
 }
 
+// forceGC runs a GC in every own-gateway node (pprof's heap?gc=1). It
+// reports whether every node has a pprof listener.
+func (e *env) forceGC() bool {
+	for _, n := range e.nodes {
+		if n.pprof == "" {
+			return false
+		}
+	}
+	for _, n := range e.nodes {
+		cl := &http.Client{Timeout: 30 * time.Second}
+		resp, err := cl.Get(fmt.Sprintf("http://%s/debug/pprof/heap?gc=1", n.pprof))
+		if err != nil {
+			return false
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	return true
+}
+
 // saveProfiles saves instantaneous profiles (heap, goroutine, …) of every
 // own-gateway node into --pprof-dir.
 func (e *env) saveProfiles(name string, kinds ...string) {

@@ -50,6 +50,8 @@ func main() {
 		code = burstMain(args)
 	case "report":
 		code = reportMain(args)
+	case "report-core":
+		code = reportCoreMain(args)
 	case "machine":
 		fmt.Println(machineInfo().String())
 	case "-h", "--help", "help":
@@ -75,6 +77,7 @@ scenarios:
   bare        run the bare net/http SSE baseline server (scenarios launch it with --server bare)
   gateway     run a gateway node (same code as cmd/presenced) with bench knobs: --pprof, --sweep-interval
   report      results.jsonl… → a Markdown table
+  report-core results.jsonl… → the before/after/bare tables of BENCHMARKS.md (medians of the rounds)
   machine     print the machine description used in results
 `)
 }

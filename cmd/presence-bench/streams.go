@@ -37,6 +37,7 @@ func streamsMain(args []string) int {
 	settle := fs.Duration("settle", 5*time.Second, "pause between the end of the ramp and the measurement")
 	maxRamp := fs.Duration("max-ramp", 10*time.Minute, "give up ramping after this long")
 	watch := fs.Bool("watch", false, "open watch-only streams (GET /sse?room=R&watch=1: no join, no session) instead of joining room streams")
+	gcWait := fs.Duration("gc-wait", 10*time.Second, "after the hold: force a GC in own gateways and read RSS again after this long (0 = skip)")
 	fs.Parse(args)
 	*hold = min(*hold, 10*time.Minute)
 	e, err := setup(&c)
@@ -214,6 +215,31 @@ func streamsMain(args []string) int {
 	}
 	if live > 0 {
 		figs["rss_per_stream_KiB"] = round2(float64(totalRSS-totalBase) / float64(live) / 1024)
+	}
+	// The same after a forced GC (own gateways: pprof's heap?gc=1) and a
+	// pause for the scavenger: an idle gateway allocates too little to run a
+	// GC by itself, so the figures above still hold the ramp's garbage and
+	// the stacks the ramp grew. This is the floor an idle node settles to.
+	if *gcWait > 0 && e.forceGC() {
+		time.Sleep(*gcWait)
+		var rss int64
+		for i, nd := range e.nodes {
+			st := readProc(nd.pid)
+			m := scrapeMetrics(nd.url)
+			per, _ := openStreams(m)
+			if per <= 0 {
+				continue
+			}
+			if nf, ok := figs[fmt.Sprintf("node%d", i+1)].(map[string]any); ok {
+				nf["after_gc_rss_per_stream_KiB"] = round2(float64(st.RSS-base[i].RSS) / per / 1024)
+				nf["after_gc_heap_inuse_per_stream_KiB"] = round2((m["go_memstats_heap_inuse_bytes"] - baseHeap[i]["go_memstats_heap_inuse_bytes"]) / per / 1024)
+				nf["after_gc_stack_inuse_per_stream_KiB"] = round2((m["go_memstats_stack_inuse_bytes"] - baseHeap[i]["go_memstats_stack_inuse_bytes"]) / per / 1024)
+			}
+			rss += st.RSS
+		}
+		if live > 0 {
+			figs["after_gc_rss_per_stream_KiB"] = round2(float64(rss-totalBase) / float64(live) / 1024)
+		}
 	}
 	if e.redisPID() > 0 {
 		figs["redis_rss_MiB"] = round1(float64(readProc(e.redisPID()).RSS) / (1 << 20))
