@@ -454,6 +454,9 @@ func (e *env) profile(name string, d time.Duration) (wait func()) {
 		return func() {}
 	}
 	os.MkdirAll(e.c.pprofDir, 0o755)
+	if e.c.label != "" {
+		name = e.c.label + "-" + name // before/after/bare runs share one directory
+	}
 	done := make(chan struct{}, len(e.nodes))
 	k := 0
 	for i, n := range e.nodes {
@@ -515,6 +518,9 @@ func (e *env) saveProfiles(name string, kinds ...string) {
 		return
 	}
 	os.MkdirAll(e.c.pprofDir, 0o755)
+	if e.c.label != "" {
+		name = e.c.label + "-" + name
+	}
 	for i, n := range e.nodes {
 		if n.pprof == "" {
 			continue
