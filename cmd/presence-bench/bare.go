@@ -25,11 +25,13 @@ import (
 
 // bareMain runs the baseline of every stream scenario: a bare net/http SSE
 // server, the way one writes it in an afternoon: one handler goroutine per
-// stream with a buffered channel and a keep-alive ticker, fan-out by a
-// non-blocking send of one pre-encoded frame to every subscriber under the
+// stream with a small queue and a keep-alive ticker, fan-out by a
+// non-blocking push of one pre-encoded frame to every subscriber under the
 // room's lock, Write + Flush per event. No store, no templates, no debounce,
 // no state-first machinery. It speaks just enough of presenced's routes for
-// the streams, fanout and burst scenarios to run unchanged against it:
+// the streams, fanout and burst scenarios to run unchanged against it (each
+// queued frame is written with its own Write + Flush, as such a server
+// would):
 //
 //	GET  /sse/room/{room}, GET /sse?room=R   format=json (join/status/sync) or html (members with data-count, presence-{user})
 //	POST /api/presence/room/{room}           {"action":"join"|"leave"} → a join/leave event to the room
@@ -38,9 +40,9 @@ import (
 //
 // Tokens are checked (HS256 signature over the same secret, claims sub and
 // name) so that a connect costs what a minimal authenticated stream costs.
-// Streams do not join their room (a stream here is watch-only); the
-// subscriber that overflows its channel (256 frames) is disconnected and
-// counted as dropped, as a naive server would.
+// Streams do not join their room (a stream here is watch-only); a
+// subscriber with 4,096 frames queued is disconnected and counted as
+// dropped.
 func bareMain(args []string) int {
 	fs := flag.NewFlagSet("bare", flag.ContinueOnError)
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this loopback address")
@@ -106,11 +108,34 @@ func (b *bareSrv) handler() http.Handler {
 	return mux
 }
 
+// bareSub is one stream: a queue of frames behind a mutex and a one-slot
+// wake-up channel (an idle stream holds no buffer; a channel of 256 frames
+// would cost 6 KiB per stream and make the floor look worse than it is).
 type bareSub struct {
-	ch   chan []byte
-	html bool
-	gone chan struct{}
-	once sync.Once
+	mu     sync.Mutex
+	queue  [][]byte
+	notify chan struct{}
+	html   bool
+	gone   chan struct{}
+	once   sync.Once
+}
+
+// bareMaxQueued frames queued to one stream before it is dropped as slow.
+const bareMaxQueued = 4096
+
+func (s *bareSub) push(p []byte) bool {
+	s.mu.Lock()
+	if len(s.queue) >= bareMaxQueued {
+		s.mu.Unlock()
+		return false
+	}
+	s.queue = append(s.queue, p)
+	s.mu.Unlock()
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+	return true
 }
 
 func (s *bareSub) kick() { s.once.Do(func() { close(s.gone) }) }
@@ -189,7 +214,7 @@ func (b *bareSrv) stream(w http.ResponseWriter, r *http.Request, room string) {
 		http.Error(w, "room needed", http.StatusBadRequest)
 		return
 	}
-	s := &bareSub{ch: make(chan []byte, 256), html: r.URL.Query().Get("format") != "json", gone: make(chan struct{})}
+	s := &bareSub{notify: make(chan struct{}, 1), html: r.URL.Query().Get("format") != "json", gone: make(chan struct{})}
 	b.mu.Lock()
 	rm := b.roomLocked(room)
 	rm.subs[s] = struct{}{}
@@ -232,9 +257,15 @@ func (b *bareSrv) stream(w http.ResponseWriter, r *http.Request, room string) {
 			return
 		case <-s.gone:
 			return
-		case p := <-s.ch:
-			if write(p) != nil {
-				return
+		case <-s.notify:
+			s.mu.Lock()
+			q := s.queue
+			s.queue = nil
+			s.mu.Unlock()
+			for _, p := range q {
+				if write(p) != nil {
+					return
+				}
 			}
 		case <-t.C:
 			if write([]byte(": keepalive\n\n")) != nil {
@@ -254,9 +285,7 @@ func (b *bareSrv) publishLocked(rm *bareRoom, js, html []byte) {
 		if p == nil {
 			continue
 		}
-		select {
-		case s.ch <- p:
-		default:
+		if !s.push(p) {
 			b.dropped.Add(1)
 			delete(rm.subs, s)
 			s.kick()
