@@ -45,7 +45,7 @@ fi
 if [[ $SIZE == full ]]; then
   STREAMS_N=15000; HOLD=60s; FAN_N=1000,10000; CHANGES=20; BURSTS="1000:250,1000 5000:250"
 else
-  STREAMS_N=2000; HOLD=15s; FAN_N=1000; CHANGES=10; BURSTS="1000:250"
+  STREAMS_N=2000; HOLD=10s; FAN_N=1000; CHANGES=10; BURSTS="1000:250"
 fi
 # Clients in processes of ≤ 5,000 streams, 128 opens in flight each: the
 # connect rate is the gateway's, not one client process's.
@@ -85,4 +85,4 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
     fi
   done
 done
-echo "== stream core results: $R"
+echo "== stream core results: $R ($PB report-core $R prints the tables)"

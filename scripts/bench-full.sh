@@ -73,4 +73,5 @@ if has poll; then
   $PB poll --backend memory --watchers 100 --duration 6m "${COMMON[@]}"
 fi
 $PB report "$R" | tee "$OUT/table.md"
+has core && $PB report-core "$R" | tee "$OUT/core.md"
 echo "== results: $R, table: $OUT/table.md; $(uptime)"
