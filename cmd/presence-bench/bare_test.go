@@ -102,3 +102,13 @@ func TestStackCount(t *testing.T) {
 		}
 	}
 }
+
+func TestJoinerIndex(t *testing.T) {
+	ev := []byte(`{"room":"r","user":{"id":"bjR-17","name":"Joiner 17"},"to":"online","at":1}`)
+	if got, ok := joinerIndex(ev, "bjR-"); !ok || got != "17" {
+		t.Fatalf("joinerIndex = %q, %v; want 17", got, ok)
+	}
+	if _, ok := joinerIndex([]byte(`{"user":{"id":"bsub-1"}}`), "bjR-"); ok {
+		t.Fatal("a subscriber's own join must not count as a joiner's")
+	}
+}
