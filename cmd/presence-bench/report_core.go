@@ -88,6 +88,10 @@ func reportCoreMain(args []string) int {
 		for _, rw := range rows {
 			fmt.Printf("| %s |", rw.name)
 			for _, l := range labels {
+				if rw.fig == nil { // the burst's per-n summary rows
+					fmt.Printf(" %s |", burstSummary(rs, l, rw.sel, strings.HasSuffix(rw.name, "runs that dropped healthy streams")))
+					continue
+				}
 				fmt.Printf(" %s |", cell(vals(l, rw.sel, rw.fig)))
 			}
 			verdict := ""
@@ -207,6 +211,21 @@ func reportCoreMain(args []string) int {
 				row{short + ": html count latency p99 ms", sel, f1("html_count_latency", "p99_ms"), "", nil},
 			)
 		}
+		// Per subscriber count: the fastest join rate sent in a run that
+		// dropped no healthy stream, and how many runs dropped any.
+		var ns []string
+		for _, cs := range cases {
+			if n := strings.Fields(cs)[0]; !slices.Contains(ns, n) {
+				ns = append(ns, n)
+			}
+		}
+		for _, n := range ns {
+			sel := func(r result) bool {
+				return r.Scenario == "burst" && r.Backend == backend && strings.HasPrefix(r.Case, n+" ")
+			}
+			rows = append(rows, row{n + ": fastest joins/s sent in a run with 0 healthy drops", sel, nil, "", nil},
+				row{n + ": runs that dropped healthy streams", sel, nil, "0", nil})
+		}
 		name := map[string]string{"memory": "embedded store", "redis": "Redis"}[backend]
 		if backend == "redis" {
 			name += " (the bare server has no store: its column is empty here, see the embedded table)"
@@ -214,6 +233,35 @@ func reportCoreMain(args []string) int {
 		table("Burst (issue 15): J users join one room within 1 s, N subscribers (half HTML, half JSON), "+name, rows)
 	}
 	return 0
+}
+
+// burstSummary is, over label's burst runs that sel picks, the fastest
+// joins/s sent with 0 healthy drops, or (count) "k of m" runs with drops.
+func burstSummary(rs []result, label string, sel func(result) bool, count bool) string {
+	best, runs, dropped := -1.0, 0, 0
+	for _, r := range rs {
+		if r.Label != label || !sel(r) {
+			continue
+		}
+		runs++
+		d, _ := r.Figures["healthy_dropped"].(float64)
+		if d > 0 {
+			dropped++
+			continue
+		}
+		if v, ok := r.Figures["joins_per_s_sent"].(float64); ok && v > best {
+			best = v
+		}
+	}
+	switch {
+	case runs == 0:
+		return "–"
+	case count:
+		return fmt.Sprintf("%d of %d", dropped, runs)
+	case best < 0:
+		return "none"
+	}
+	return num(best)
 }
 
 func num(v float64) string {
