@@ -164,7 +164,7 @@ func reportCoreMain(args []string) int {
 
 	cm := streams
 	cr := is("streams", "redis", "n=")
-	table("Connect (the ramp of the idle-streams run: opens in flight from 3 client processes, until each stream's first event)", []row{
+	table("Connect (the ramp of the idle-streams run: opens in flight from client processes of ≤ 5,000 streams, until each stream's first event)", []row{
 		{"connects/s, embedded", cm, f1("connects_per_s"), "≥ 6,000", ge(6000)},
 		{"gateway CPU per connect, µs, embedded", cm, f1("gateway_cpu_us_per_connect"), "≤ 150", le(150)},
 		{"connects/s, Redis", cr, f1("connects_per_s"), "", nil},
