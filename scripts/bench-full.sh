@@ -7,6 +7,7 @@
 #
 #   scripts/bench-full.sh            # results in bin/bench/<UTC stamp>-full/
 #   STEPS="streams fanout" scripts/bench-full.sh   # only some steps
+#   STEPS=core BEFORE=e483b6f REPEAT=3 scripts/bench-full.sh   # the "Stream core v2" tables of BENCHMARKS.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
@@ -17,7 +18,11 @@ R="$OUT/results.jsonl"
 $GO build -o bin/presence-bench ./cmd/presence-bench
 PB=bin/presence-bench
 COMMON=(--out "$R" --log-dir "$OUT/logs")
-STEPS=${STEPS:-"store streams heartbeat fanout lateness poll"}
+STEPS=${STEPS:-"store core streams heartbeat fanout lateness poll"}
+# core: before (BEFORE=<commit>, default the commit before stream core v2) /
+# after / bare net/http baseline, REPEAT rounds, interleaved.
+BEFORE=${BEFORE-e483b6f}
+REPEAT=${REPEAT:-2}
 NOFILE=$(ulimit -Hn)
 # One gateway process holds at most (open-files limit − a few) streams: each
 # stream is one socket. Past that, more nodes on one Redis.
@@ -31,6 +36,9 @@ if has store; then
   echo "== Go benchmarks of the store, big cases"
   PRESENCE_BENCH_BIG=1 $GO test -run '^$' -bench . -skip 'ExpirySweep' -benchmem -benchtime 2s -timeout 60m ./store/... | tee "$OUT/go-bench.txt"
   PRESENCE_BENCH_BIG=1 $GO test -run '^$' -bench 'ExpirySweep' -benchtime 1x -timeout 60m ./store/ | tee -a "$OUT/go-bench.txt"
+fi
+if has core; then
+  OUT="$OUT" PB="$PB" GO="$GO" SIZE=full BEFORE="$BEFORE" REPEAT="$REPEAT" PPROF=${PPROF:-1} scripts/bench-core.sh
 fi
 if has streams; then
   $PB streams --backend memory --n "$PER_NODE" --hold 60s --src-ips 8 "${COMMON[@]}"
@@ -65,4 +73,5 @@ if has poll; then
   $PB poll --backend memory --watchers 100 --duration 6m "${COMMON[@]}"
 fi
 $PB report "$R" | tee "$OUT/table.md"
+has core && $PB report-core "$R" | tee "$OUT/core.md"
 echo "== results: $R, table: $OUT/table.md; $(uptime)"

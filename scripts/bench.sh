@@ -5,6 +5,7 @@
 #
 #   scripts/bench.sh                 # results in bin/bench/<UTC stamp>-quick/
 #   BENCH_OUT=/some/dir scripts/bench.sh
+#   BEFORE=e483b6f scripts/bench.sh  # also the stream-core scenarios against that commit's gateway
 #
 # Every result line (results.jsonl) carries the command, the machine, its load
 # average and CPU pressure; table.md is the same as a Markdown table.
@@ -29,13 +30,19 @@ $GO test -run '^$' -bench 'ExpirySweep' -benchtime 1x ./store/ | tee -a "$OUT/go
 backends=(memory)
 if command -v redis-server >/dev/null; then backends+=(redis); else echo "redis-server not on PATH: skipping the Redis runs"; fi
 
+echo "== stream core: this gateway vs a bare net/http SSE server (and BEFORE=<commit>'s gateway when set), reduced size"
+# Idle streams + connect (memory), connects with Redis, fan-out to 1,000
+# (memory), the burst (both backends): the streams and fan-out runs of the
+# loop below would repeat them.
+OUT="$OUT" PB="$PB" GO="$GO" SIZE=quick REPEAT=1 scripts/bench-core.sh
+
 for b in "${backends[@]}"; do
-  echo "== $b: streams held"
-  $PB streams   --backend "$b" --n 2000 --hold 16s --settle 2s "${COMMON[@]}"
   echo "== $b: heartbeat throughput"
   $PB heartbeat --backend "$b" --conc 16,64 --duration 5s --warmup 2s "${COMMON[@]}"
-  echo "== $b: fan-out"
-  $PB fanout    --backend "$b" --n 100,1000 --changes 10 "${COMMON[@]}"
+  if [[ $b == redis ]]; then
+    echo "== $b: fan-out"
+    $PB fanout    --backend "$b" --n 100,1000 --changes 10 "${COMMON[@]}"
+  fi
   echo "== $b: offline lateness"
   $PB lateness  --backend "$b" --sessions 1000 --ttl 3s --wait-extra 30s "${COMMON[@]}"
 done
@@ -49,4 +56,5 @@ echo "== the seed's polling design vs SSE push (intervals scaled by 0.05)"
 $PB poll --backend memory --scale 0.05 --watchers 50 "${COMMON[@]}"
 
 $PB report "$R" | tee "$OUT/table.md"
+$PB report-core "$R" | tee "$OUT/core.md"
 echo "== results: $R, table: $OUT/table.md; $(uptime)"

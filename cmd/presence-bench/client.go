@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/presenced/presenced/internal/eventstream"
 )
 
 // mintToken signs an HS256 token as the gateway expects (sub, name, exp).
@@ -205,10 +206,13 @@ type sseEvent struct {
 	at   time.Time // when its last line was read
 }
 
-// sseStream is one open text/event-stream response.
+// sseStream is one open text/event-stream response, read with the
+// project's spec parser (internal/eventstream: lines end at CR, LF or CRLF,
+// as in every browser), so that the load tool sees exactly the events a
+// browser would.
 type sseStream struct {
 	c     net.Conn
-	r     *bufio.Reader
+	p     *eventstream.Parser
 	Bytes *atomic.Int64
 }
 
@@ -246,7 +250,7 @@ func openSSE(ctx context.Context, addr string, src net.IP, path, token string, r
 	_ = c.SetDeadline(time.Time{})
 	// Cancelling ctx closes the stream (a blocked read returns).
 	context.AfterFunc(ctx, func() { c.Close() })
-	return &sseStream{c: c, r: bufio.NewReaderSize(resp.Body, 2048), Bytes: rd}, nil
+	return &sseStream{c: c, p: eventstream.NewParser(resp.Body), Bytes: rd}, nil
 }
 
 func (s *sseStream) close() { s.c.Close() }
@@ -262,54 +266,15 @@ func (s *sseStream) setIdleTimeout(d time.Duration) {
 // next reads the next event; comments (keep-alives) are reported as an
 // event named ":".
 func (s *sseStream) next(idle time.Duration) (sseEvent, error) {
-	var ev sseEvent
-	var data []byte
-	hasData := false
-	for {
-		s.setIdleTimeout(idle)
-		line, err := s.r.ReadSlice('\n')
-		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				// A long line: gather it whole.
-				rest, err2 := s.r.ReadBytes('\n')
-				line = append(append([]byte{}, line...), rest...)
-				err = err2
-			}
-			if err != nil {
-				return ev, err
-			}
-		}
-		line = bytes.TrimRight(line, "\r\n")
-		if len(line) == 0 {
-			if ev.name == "" && !hasData {
-				continue
-			}
-			if ev.name == "" {
-				ev.name = "message"
-			}
-			ev.data = data
-			ev.at = time.Now()
-			return ev, nil
-		}
-		if line[0] == ':' {
-			if ev.name == "" && !hasData {
-				return sseEvent{name: ":", at: time.Now()}, nil
-			}
-			continue
-		}
-		k, v, _ := bytes.Cut(line, []byte(":"))
-		v = bytes.TrimPrefix(v, []byte(" "))
-		switch string(k) {
-		case "event":
-			ev.name = string(v)
-		case "data":
-			if hasData {
-				data = append(data, '\n')
-			}
-			data = append(data, v...)
-			hasData = true
-		}
+	s.setIdleTimeout(idle)
+	ev, err := s.p.Next()
+	if err != nil {
+		return sseEvent{}, err
 	}
+	if ev.IsComment() {
+		return sseEvent{name: ":", at: time.Now()}, nil
+	}
+	return sseEvent{name: ev.Type, data: []byte(ev.Data), at: time.Now()}, nil
 }
 
 // ---- chunked transfer decoding (small, allocation-free per chunk)

@@ -22,21 +22,23 @@ import (
 
 // common are the flags every load scenario shares.
 type common struct {
-	target     string // comma-separated base URLs of running gateways; empty = launch them
-	pids       string // comma-separated PIDs of --target gateways (for RSS/CPU), optional
-	secret     string
-	backend    string // memory | redis (when launching)
-	redisURL   string // use this redis instead of launching one
-	gatewayBin string // a presenced binary; empty = this tool's own "gateway" (same handlers, bench knobs)
-	nodes      int
-	ttl        time.Duration
-	keepalive  time.Duration
-	sweep      time.Duration // own gateway only: store.Options.SweepInterval (redis)
-	pprofDir   string        // own gateway only: save CPU profiles of the measured phase here
-	out        string
-	logDir     string
-	srcIPs     int
-	label      string
+	target      string // comma-separated base URLs of running gateways; empty = launch them
+	pids        string // comma-separated PIDs of --target gateways (for RSS/CPU), optional
+	secret      string
+	backend     string // memory | redis (when launching)
+	redisURL    string // use this redis instead of launching one
+	gatewayBin  string // a presenced binary; empty = this tool's own "gateway" (same handlers, bench knobs)
+	gatewayTool string // another checkout's presence-bench binary whose "gateway" subcommand to launch (before/after runs)
+	server      string // presenced | bare (the bare net/http SSE baseline, bare.go)
+	nodes       int
+	ttl         time.Duration
+	keepalive   time.Duration
+	sweep       time.Duration // own gateway only: store.Options.SweepInterval (redis)
+	pprofDir    string        // own gateway only: save CPU profiles of the measured phase here
+	out         string
+	logDir      string
+	srcIPs      int
+	label       string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -46,6 +48,8 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.backend, "backend", "memory", "store backend of launched gateways: memory or redis")
 	fs.StringVar(&c.redisURL, "redis-url", "", "redis to use instead of launching a redis-server (redis backend)")
 	fs.StringVar(&c.gatewayBin, "gateway-bin", "", "presenced binary to launch; empty = this tool's 'gateway' scenario (the same handlers, plus --pprof/--sweep-interval)")
+	fs.StringVar(&c.gatewayTool, "gateway-tool", "", "a presence-bench binary built from another checkout (e.g. the commit before a change): its own 'gateway' scenario is launched, with pprof")
+	fs.StringVar(&c.server, "server", "presenced", "what to launch: presenced (the gateway) or bare (a bare net/http SSE server with the same routes, the baseline)")
 	fs.IntVar(&c.nodes, "nodes", 1, "gateway nodes to launch (more than one needs the redis backend)")
 	fs.DurationVar(&c.ttl, "ttl", 60*time.Second, "gateway --ttl")
 	fs.DurationVar(&c.keepalive, "keepalive", 15*time.Second, "gateway --keepalive")
@@ -182,8 +186,21 @@ func setup(c *common) (*env, error) {
 			gw = append(gw, "--redis-url", e.redisU)
 		}
 		bin, args := c.gatewayBin, gw
-		if bin == "" {
+		if c.server == "bare" {
+			if c.gatewayBin != "" || c.gatewayTool != "" || c.backend != "memory" {
+				e.close()
+				return nil, fmt.Errorf("--server bare is its own server: no --gateway-bin, --gateway-tool or --backend redis")
+			}
+			n.pprof = fmt.Sprintf("127.0.0.1:%d", freePort())
+			bin, args = self, append([]string{"bare", "--pprof", n.pprof, "--"}, gw...)
+		} else if c.server != "presenced" {
+			e.close()
+			return nil, fmt.Errorf("--server must be presenced or bare")
+		} else if bin == "" {
 			bin = self
+			if c.gatewayTool != "" {
+				bin = c.gatewayTool
+			}
 			n.pprof = fmt.Sprintf("127.0.0.1:%d", freePort())
 			args = []string{"gateway", "--pprof", n.pprof}
 			if c.sweep > 0 {
@@ -440,6 +457,9 @@ func (e *env) profile(name string, d time.Duration) (wait func()) {
 		return func() {}
 	}
 	os.MkdirAll(e.c.pprofDir, 0o755)
+	if e.c.label != "" {
+		name = e.c.label + "-" + name // before/after/bare runs share one directory
+	}
 	done := make(chan struct{}, len(e.nodes))
 	k := 0
 	for i, n := range e.nodes {
@@ -474,6 +494,26 @@ func (e *env) profile(name string, d time.Duration) (wait func()) {
 	}
 }
 
+// forceGC runs a GC in every own-gateway node (pprof's heap?gc=1). It
+// reports whether every node has a pprof listener.
+func (e *env) forceGC() bool {
+	for _, n := range e.nodes {
+		if n.pprof == "" {
+			return false
+		}
+	}
+	for _, n := range e.nodes {
+		cl := &http.Client{Timeout: 30 * time.Second}
+		resp, err := cl.Get(fmt.Sprintf("http://%s/debug/pprof/heap?gc=1", n.pprof))
+		if err != nil {
+			return false
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	return true
+}
+
 // saveProfiles saves instantaneous profiles (heap, goroutine, …) of every
 // own-gateway node into --pprof-dir.
 func (e *env) saveProfiles(name string, kinds ...string) {
@@ -481,6 +521,9 @@ func (e *env) saveProfiles(name string, kinds ...string) {
 		return
 	}
 	os.MkdirAll(e.c.pprofDir, 0o755)
+	if e.c.label != "" {
+		name = e.c.label + "-" + name
+	}
 	for i, n := range e.nodes {
 		if n.pprof == "" {
 			continue
@@ -595,6 +638,21 @@ type result struct {
 	Machine  machine        `json:"machine"`
 	Time     string         `json:"time"`
 	Label    string         `json:"label,omitempty"`
+	// Server is what answered: "presenced" (this checkout), "presenced@<tool
+	// path>" (--gateway-tool) or "bare".
+	Server string `json:"server,omitempty"`
+}
+
+func (c *common) serverLabel() string {
+	switch {
+	case c.server == "bare":
+		return "bare"
+	case c.gatewayTool != "":
+		return "presenced@" + c.gatewayTool
+	case c.gatewayBin != "":
+		return c.gatewayBin
+	}
+	return "presenced"
 }
 
 func (c *common) emit(r result) {
@@ -602,6 +660,7 @@ func (c *common) emit(r result) {
 	if c.target != "" {
 		r.Backend = "target"
 	}
+	r.Server = c.serverLabel()
 	r.Command = "presence-bench " + strings.Join(os.Args[1:], " ")
 	r.Machine = machineInfo()
 	r.Time = time.Now().UTC().Format(time.RFC3339)

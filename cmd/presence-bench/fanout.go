@@ -33,6 +33,7 @@ func fanoutMain(args []string) int {
 	format := fs.String("format", "json", "subscriber streams: json (status events with \"at\") or html (presence-{user} dots)")
 	dialConc := fs.Int("dial-conc", 64, "concurrent stream opens while ramping")
 	settle := fs.Duration("settle", 2*time.Second, "pause after the ramp before the first change")
+	watch := fs.Bool("watch", false, "watch-only subscribers (GET /sse?room=R&watch=1): they do not join the room")
 	fs.Parse(args)
 	if *changes > 1000 {
 		*changes = 1000
@@ -45,7 +46,7 @@ func fanoutMain(args []string) int {
 	defer e.close()
 	run := time.Now().UnixNano() % 1_000_000
 	for _, n := range splitInts(*ns) {
-		fanoutCase(&c, e, fanoutOpts{n: n, subUsers: *subUsers, changes: *changes, gap: *gap, wait: *wait,
+		fanoutCase(&c, e, fanoutOpts{n: n, subUsers: subscriberUsers(n, *subUsers), watch: *watch, changes: *changes, gap: *gap, wait: *wait,
 			html: *format == "html", dialConc: *dialConc, settle: *settle, room: fmt.Sprintf("fan%d-%d", n, run)})
 	}
 	return 0
@@ -54,8 +55,16 @@ func fanoutMain(args []string) int {
 type fanoutOpts struct {
 	n, subUsers, changes, dialConc int
 	gap, wait, settle              time.Duration
-	html                           bool
+	html, watch                    bool
 	room                           string
+}
+
+// subscriberUsers is how many distinct users n subscriber streams are
+// spread over: at least want, and enough that no user holds more than 30
+// streams (the store allows 32 live sessions per user, the new keeper 64
+// streams per user per node).
+func subscriberUsers(n, want int) int {
+	return max(want, (n+29)/30)
 }
 
 type receipt struct {
@@ -73,7 +82,7 @@ func fanoutCase(c *common, e *env, o fanoutOpts) {
 	defer cancel()
 	toks := make([]string, o.subUsers)
 	for i := range toks {
-		uid := fmt.Sprintf("fsub%04d", i)
+		uid := fmt.Sprintf("fsub%d-%04d", o.n, i) // per case: the sessions of an earlier case live on until their TTL
 		toks[i] = mintToken(c.secret, uid, "Sub "+uid, 2*time.Hour)
 	}
 	changer := fmt.Sprintf("changer-%s", o.room)
@@ -94,6 +103,9 @@ func fanoutCase(c *common, e *env, o fanoutOpts) {
 		sem <- struct{}{}
 		n := e.nodes[i%len(e.nodes)]
 		path := fmt.Sprintf("/sse/room/%s?format=%s&sid=fs%d-%07d", o.room, format, o.n, i)
+		if o.watch {
+			path = fmt.Sprintf("/sse?room=%s&watch=1&format=%s", o.room, format)
+		}
 		st, err := openSSE(ctx, n.addr, srcIP(i, c.srcIPs), path, toks[i%len(toks)], nil, nil)
 		if err != nil {
 			<-sem
@@ -291,7 +303,7 @@ func fanoutCase(c *common, e *env, o fanoutOpts) {
 		"subscribers": o.n, "ready": ready.Load(), "open_failed": failed.Load(), "closed_early": closedEarly.Load(),
 		"changes": len(chs) - 1, "wrong_order": wrong, "ramp_s": round2(ramp.Seconds()),
 		"post_latency": summarize(postLat), "format": map[bool]string{true: "html", false: "json"}[o.html],
-		"subscriber_users": o.subUsers, "nodes": len(e.nodes),
+		"subscriber_users": o.subUsers, "nodes": len(e.nodes), "watch": o.watch,
 	}
 	for g, d := range fromPost {
 		figs["from_post_"+g] = summarize(d)
@@ -310,7 +322,7 @@ func fanoutCase(c *common, e *env, o fanoutOpts) {
 	if !o.html {
 		logf("fanout n=%d: from_at   %+v", o.n, figs["from_at_all"])
 	}
-	c.emit(result{Scenario: "fanout", Case: fmt.Sprintf("n=%d nodes=%d format=%s", o.n, len(e.nodes), figs["format"]),
+	c.emit(result{Scenario: "fanout", Case: fmt.Sprintf("n=%d nodes=%d format=%s watch=%v", o.n, len(e.nodes), figs["format"], o.watch),
 		Figures: figs, CPU: toAny(cpu), LoadAvg: load0})
 	time.Sleep(time.Second)
 }

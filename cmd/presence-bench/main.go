@@ -8,6 +8,8 @@
 //	presence-bench fanout    --backend redis --n 100,1000      one status change → N room subscribers
 //	presence-bench lateness  --backend redis --sessions 1000   deadline → offline event at a subscriber
 //	presence-bench poll      --scale 0.1                       the seed's polling design vs SSE push
+//	presence-bench burst     --backend memory --n 1000     250 users join one room within 1 s → N subscribers
+//	presence-bench bare      [--pprof ADDR] -- --addr A   the bare net/http SSE baseline (any scenario: --server bare)
 //	presence-bench gateway   [--pprof ADDR] [--sweep-interval D] -- <presenced flags>
 //
 // Every scenario is bounded in count and time, sends traffic only to
@@ -42,8 +44,14 @@ func main() {
 		code = latenessMain(args)
 	case "poll":
 		code = pollMain(args)
+	case "bare":
+		code = bareMain(args)
+	case "burst":
+		code = burstMain(args)
 	case "report":
 		code = reportMain(args)
+	case "report-core":
+		code = reportCoreMain(args)
 	case "machine":
 		fmt.Println(machineInfo().String())
 	case "-h", "--help", "help":
@@ -65,8 +73,11 @@ scenarios:
   fanout      one status change delivered to N subscribers of one room (also across two nodes)
   lateness    sessions stop heartbeating: their deadline → the offline event at a subscriber
   poll        the seed's design (GET polling every 30 s / 10 s) vs SSE push, in one run
+  burst       N subscribers (HTML and JSON) on one room, J users join it within a window: drops, join→last-subscriber latency
+  bare        run the bare net/http SSE baseline server (scenarios launch it with --server bare)
   gateway     run a gateway node (same code as cmd/presenced) with bench knobs: --pprof, --sweep-interval
   report      results.jsonl… → a Markdown table
+  report-core results.jsonl… → the before/after/bare tables of BENCHMARKS.md (medians of the rounds)
   machine     print the machine description used in results
 `)
 }

@@ -16,8 +16,8 @@ func reportMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "usage: presence-bench report results.jsonl…")
 		return 2
 	}
-	fmt.Println("| scenario | case | backend | figures | CPU % of one core | load avg (1/5/15) before → after | CPU pressure after (avg10/avg60) |")
-	fmt.Println("|---|---|---|---|---|---|---|")
+	fmt.Println("| scenario | case | server | backend | figures | CPU % of one core | load avg (1/5/15) before → after | CPU pressure after (avg10/avg60) |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
 	for _, path := range args {
 		f, err := os.Open(path)
 		if err != nil {
@@ -31,7 +31,11 @@ func reportMain(args []string) int {
 			if json.Unmarshal(sc.Bytes(), &r) != nil {
 				continue
 			}
-			fmt.Printf("| %s | %s | %s | %s | %s | %s → %s | %s |\n", r.Scenario, r.Case, r.Backend, headline(r), cpuStr(r.CPU), r.LoadAvg, r.LoadEnd, r.PSI)
+			srv := r.Server
+			if srv == "" {
+				srv = "presenced"
+			}
+			fmt.Printf("| %s | %s | %s | %s | %s | %s | %s → %s | %s |\n", r.Scenario, r.Case, srv, r.Backend, headline(r), cpuStr(r.CPU), r.LoadAvg, r.LoadEnd, r.PSI)
 		}
 		f.Close()
 	}
@@ -69,7 +73,15 @@ func headline(r result) string {
 				s += fmt.Sprintf("; node%d: %v streams, RSS %v→%v MiB, heap %v + stacks %v KiB/stream, %v goroutines/stream", i, n["streams"], n["rss_before_MiB"], n["rss_MiB"], n["heap_inuse_per_stream_KiB"], n["stack_inuse_per_stream_KiB"], n["goroutines_per_stream"])
 			}
 		}
-		return s + fmt.Sprintf("; keep-alives %v/s", f["keepalives_per_s"])
+		s += fmt.Sprintf("; keep-alives %v/s", f["keepalives_per_s"])
+		if v, ok := f["connects_per_s"]; ok {
+			s += fmt.Sprintf("; **connect %v streams/s**, gateway %v µs/connect, redis %v µs/connect", v, f["gateway_cpu_us_per_connect"], f["redis_cpu_us_per_connect"])
+		}
+		return s
+	case "burst":
+		return fmt.Sprintf("%v joins sent at %v/s to %v subscribers (%v html): **healthy dropped %v** %v, queue resyncs %v, client saw %v closed; complete %v/%v; json join→receipt %s; **join→last subscriber %s**; html count latency %s; first join→last receipt %v ms",
+			f["joins"], f["joins_per_s_sent"], f["ready"], f["html_subscribers"], f["healthy_dropped"], f["dropped_by_reason"], f["stream_queue_resyncs"], f["client_saw_closed_in_burst"],
+			f["subscribers_complete"], f["subscribers_expected"], dist(f["json_join_latency"]), dist(f["json_join_to_last_subscriber"]), dist(f["html_count_latency"]), f["first_join_to_last_receipt_ms"])
 	case "heartbeat":
 		return fmt.Sprintf("**%v heartbeats/s**, latency %s, errors %v; CPU per heartbeat: gateway %v µs, redis %v µs", f["heartbeats_per_s"], dist(f["latency"]), f["errors"], f["gateway_cpu_us_per_heartbeat"], f["redis_cpu_us_per_heartbeat"])
 	case "fanout":

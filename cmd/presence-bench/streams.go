@@ -36,6 +36,8 @@ func streamsMain(args []string) int {
 	hold := fs.Duration("hold", 30*time.Second, "measure idle CPU over this long once all streams are open")
 	settle := fs.Duration("settle", 5*time.Second, "pause between the end of the ramp and the measurement")
 	maxRamp := fs.Duration("max-ramp", 10*time.Minute, "give up ramping after this long")
+	watch := fs.Bool("watch", false, "open watch-only streams (GET /sse?room=R&watch=1: no join, no session) instead of joining room streams")
+	gcWait := fs.Duration("gc-wait", 10*time.Second, "after the hold: force a GC in own gateways and read RSS again after this long (0 = skip)")
 	fs.Parse(args)
 	*hold = min(*hold, 10*time.Minute)
 	e, err := setup(&c)
@@ -68,6 +70,12 @@ func streamsMain(args []string) int {
 	}
 	var workers []*worker
 	run := time.Now().UnixNano() % 1_000_000
+	// The ramp is the connect benchmark: gateway and Redis CPU over it, per
+	// stream opened (until its first event: a connect is done when the
+	// state arrived).
+	rampMeter := newCPUMeter(e.cpuPIDs())
+	// A CPU profile of the first seconds of the ramp (with --pprof-dir).
+	rampProf := e.profile(fmt.Sprintf("connect-%s-n%d", c.backend, *n), 3*time.Second)
 	t0 := time.Now()
 	for from := 0; from < *n; from += *perProc {
 		to := min(*n, from+*perProc)
@@ -75,7 +83,7 @@ func streamsMain(args []string) int {
 		cmd := exec.Command(self, "streams-worker", "--addrs", strings.Join(addrs, ","), "--from", strconv.Itoa(from),
 			"--to", strconv.Itoa(to), "--room-size", strconv.Itoa(*roomSize), "--format", *format, "--secret", c.secret,
 			"--src-ips", strconv.Itoa(c.srcIPs), "--ramp-conc", strconv.Itoa(*rampConc), "--run", strconv.FormatInt(run, 10),
-			"--idle", (3 * c.keepalive).String())
+			"--idle", (3 * c.keepalive).String(), "--watch="+strconv.FormatBool(*watch))
 		cmd.Stderr = os.Stderr
 		out, _ := cmd.StdoutPipe()
 		w.stdin, _ = cmd.StdinPipe()
@@ -134,6 +142,8 @@ func streamsMain(args []string) int {
 		time.Sleep(100 * time.Millisecond)
 	}
 	ramp := time.Since(t0)
+	rampCPU := rampMeter.stop()
+	rampProf()
 	logf("streams: ramp done in %s: %d open, %d failed", ramp.Round(time.Millisecond), sum(func(w *worker) int64 { return w.opened.Load() }), sum(func(w *worker) int64 { return w.failed.Load() }))
 	time.Sleep(*settle)
 
@@ -162,7 +172,23 @@ func streamsMain(args []string) int {
 		"streams_requested": *n, "streams_open": opened - closed, "open_failed": failed, "closed_during_run": closed,
 		"ramp_s": round2(ramp.Seconds()), "hold_s": round2(held.Seconds()), "format": *format, "room_size": *roomSize,
 		"keepalives_per_s": round1(float64(ka) / held.Seconds()), "events_per_s_during_hold": round1(float64(evs) / held.Seconds()),
-		"nodes": len(e.nodes), "gateway_keepalive": c.keepalive.String(), "gateway_ttl": c.ttl.String(),
+		"nodes": len(e.nodes), "gateway_keepalive": c.keepalive.String(), "gateway_ttl": c.ttl.String(), "watch": *watch,
+	}
+	// Connect figures: the ramp's rate and the CPU each connect cost.
+	var rampOpened int64 = opened
+	if rampOpened > 0 && ramp > 0 {
+		figs["connects_per_s"] = round1(float64(rampOpened) / ramp.Seconds())
+		var gw float64
+		for k, v := range rampCPU {
+			if strings.HasPrefix(k, "gateway") {
+				gw += v
+			}
+		}
+		figs["gateway_cpu_us_per_connect"] = round1(gw / 100 * ramp.Seconds() * 1e6 / float64(rampOpened))
+		if v, ok := rampCPU["redis"]; ok {
+			figs["redis_cpu_us_per_connect"] = round1(v / 100 * ramp.Seconds() * 1e6 / float64(rampOpened))
+		}
+		figs["ramp_cpu_percent_of_one_core"] = rampCPU
 	}
 	live := opened - closed
 	var totalRSS, totalBase int64
@@ -170,7 +196,7 @@ func streamsMain(args []string) int {
 		st := readProc(nd.pid)
 		m := scrapeMetrics(nd.url)
 		per := float64(live) / float64(len(e.nodes))
-		if v, ok := m[`presenced_sse_open_streams{kind="room"}`]; ok {
+		if v, ok := openStreams(m); ok {
 			per = v
 		}
 		key := fmt.Sprintf("node%d", i+1)
@@ -181,12 +207,39 @@ func streamsMain(args []string) int {
 			"stack_inuse_per_stream_KiB": round2((m["go_memstats_stack_inuse_bytes"] - baseHeap[i]["go_memstats_stack_inuse_bytes"]) / per / 1024),
 			"goroutines":                 m["go_goroutines"],
 			"goroutines_per_stream":      round2((m["go_goroutines"] - baseHeap[i]["go_goroutines"]) / per),
+			// What /metrics alone says: go_goroutines / presenced_sse_open_streams.
+			"go_goroutines_over_open_streams": round2(m["go_goroutines"] / per),
 		}
 		totalRSS += st.RSS
 		totalBase += base[i].RSS
 	}
 	if live > 0 {
 		figs["rss_per_stream_KiB"] = round2(float64(totalRSS-totalBase) / float64(live) / 1024)
+	}
+	// The same after a forced GC (own gateways: pprof's heap?gc=1) and a
+	// pause for the scavenger: an idle gateway allocates too little to run a
+	// GC by itself, so the figures above still hold the ramp's garbage and
+	// the stacks the ramp grew. This is the floor an idle node settles to.
+	if *gcWait > 0 && e.forceGC() {
+		time.Sleep(*gcWait)
+		var rss int64
+		for i, nd := range e.nodes {
+			st := readProc(nd.pid)
+			m := scrapeMetrics(nd.url)
+			per, _ := openStreams(m)
+			if per <= 0 {
+				continue
+			}
+			if nf, ok := figs[fmt.Sprintf("node%d", i+1)].(map[string]any); ok {
+				nf["after_gc_rss_per_stream_KiB"] = round2(float64(st.RSS-base[i].RSS) / per / 1024)
+				nf["after_gc_heap_inuse_per_stream_KiB"] = round2((m["go_memstats_heap_inuse_bytes"] - baseHeap[i]["go_memstats_heap_inuse_bytes"]) / per / 1024)
+				nf["after_gc_stack_inuse_per_stream_KiB"] = round2((m["go_memstats_stack_inuse_bytes"] - baseHeap[i]["go_memstats_stack_inuse_bytes"]) / per / 1024)
+			}
+			rss += st.RSS
+		}
+		if live > 0 {
+			figs["after_gc_rss_per_stream_KiB"] = round2(float64(rss-totalBase) / float64(live) / 1024)
+		}
 	}
 	if e.redisPID() > 0 {
 		figs["redis_rss_MiB"] = round1(float64(readProc(e.redisPID()).RSS) / (1 << 20))
@@ -204,6 +257,31 @@ func rssList(e *env) string {
 		s = append(s, fmt.Sprintf("%.0fMiB", float64(readProc(nd.pid).RSS)/(1<<20)))
 	}
 	return strings.Join(s, ",")
+}
+
+// openStreams sums presenced_sse_open_streams over its kinds (room, watch,
+// users; the old gateway had room and users).
+func openStreams(m map[string]float64) (float64, bool) {
+	var n float64
+	ok := false
+	for k, v := range m {
+		if strings.HasPrefix(k, "presenced_sse_open_streams") {
+			n += v
+			ok = true
+		}
+	}
+	return n, ok
+}
+
+// sumPrefix sums every series whose name starts with prefix.
+func sumPrefix(m map[string]float64, prefix string) float64 {
+	var n float64
+	for k, v := range m {
+		if strings.HasPrefix(k, prefix) {
+			n += v
+		}
+	}
+	return n
 }
 
 // scrapeMetrics reads the gateway's /metrics (Prometheus text) into a map
@@ -250,6 +328,7 @@ func streamsWorkerMain(args []string) int {
 	rampConc := fs.Int("ramp-conc", 64, "")
 	runID := fs.String("run", "0", "")
 	idle := fs.Duration("idle", 45*time.Second, "a stream silent this long counts as dead")
+	watch := fs.Bool("watch", false, "watch-only streams (GET /sse?room=R&watch=1)")
 	fs.Parse(args)
 	raiseNofile()
 	nodes := strings.Split(*addrs, ",")
@@ -288,6 +367,9 @@ func streamsWorkerMain(args []string) int {
 		_ = tokens
 		addr := nodes[i%len(nodes)]
 		path := fmt.Sprintf("/sse/room/%s?format=%s&sid=s%07d", room, *format, i)
+		if *watch {
+			path = fmt.Sprintf("/sse?room=%s&watch=1&format=%s", room, *format)
+		}
 		wg.Go(func() {
 			st, err := openSSE(ctx, addr, srcIP(i, *srcIPs), path, tok, nil, nil)
 			if err != nil {
