@@ -22,6 +22,19 @@
  *   data-base        gateway origin, e.g. "https://gw.example" ("" = this page)
  *   data-idle        idle time before away, ms (default 300000 = 5 min)
  *   data-typing-stop typing stops this long after the last key, ms (default 3000)
+ *   data-token-url   the host app's endpoint returning a fresh token (text, or
+ *                    JSON {"token": "…"}), fetched with the page's cookies:
+ *                    the token is renewed at ~80% of its lifetime and on a 401,
+ *                    and the page's token= streams reconnect with it
+ *
+ * Browser lifecycle:
+ *   - a tab whose sessionStorage was copied (window.open, "Duplicate tab")
+ *     asks the other tabs over a BroadcastChannel whether its sid is taken,
+ *     and takes a new one if so, before its streams connect;
+ *   - back/forward cache: pagehide (persisted) closes the page's streams and
+ *     sends the offline beacon; pageshow (persisted) reopens them (state
+ *     first) and heartbeats;
+ *   - every sse-connect element gets data-connection="open|reconnecting|closed".
  *
  * Page hooks:
  *   [data-presence-typing="{room}"]     input/textarea whose input marks typing
@@ -34,7 +47,9 @@
  *   form[data-presence-chat]            demo message box: echoed locally
  *
  * window.Presence = { sessionId, config, status(), setStatus(s), heartbeat(),
- *                     startTyping(room), stopTyping(room), destroy(), ... }
+ *                     startTyping(room), stopTyping(room), destroy(),
+ *                     setTokenSource(fn: () => Promise<string>), renewToken(),
+ *                     reconnect(), ... }
  */
 (function () {
   'use strict';
@@ -59,6 +74,7 @@
   var cfg = null;
   var sessionId = null;
   var full = false;
+  var sidFromStorage = false;
 
   // ---------------------------------------------------------------- config
 
@@ -90,6 +106,7 @@
       room: merged.room || '',
       user: merged.user || '',
       token: merged.token || '',
+      tokenUrl: merged.tokenUrl || '',
       base: (merged.base || '').replace(/\/+$/, '')
     };
   }
@@ -114,6 +131,7 @@
   // One session id per tab, kept across reloads in sessionStorage.
   function resolveSessionId(fromPage) {
     var s = storage('get', SID_KEY);
+    sidFromStorage = !!(s && SID_RE.test(s));
     if (!s || !SID_RE.test(s)) s = SID_RE.test(fromPage) ? fromPage : newSessionId();
     storage('set', SID_KEY, s);
     return s;
@@ -124,17 +142,25 @@
   // Streams that join a room must run in the tab's session, or the tab would
   // count as two sessions. Rewrite (or add) sid= on the page's gateway's
   // /sse/room/{id} and /sse?room= URLs, unless they only watch (watch=1).
+  // A stream that carries token= gets the current token (after a renewal).
   function fixStreamURL(url) {
-    if (!full || !sessionId || typeof url !== 'string') return url;
+    if (!cfg || typeof url !== 'string') return url;
     var u;
     try { u = new URL(url, window.location.href); } catch (e) { return url; }
     var ours = cfg.base ? cfg.base : window.location.origin;
-    var sameGateway = u.origin === ours || (!cfg.base && u.origin === window.location.origin);
+    if (u.origin !== ours || u.pathname.indexOf('/sse') !== 0) return url;
+    var changed = false;
+    if (cfg.token && u.searchParams.has('token') && u.searchParams.get('token') !== cfg.token) {
+      u.searchParams.set('token', cfg.token);
+      changed = true;
+    }
     var joins = u.pathname.indexOf('/sse/room/') === 0 || (u.pathname === '/sse' && u.searchParams.get('room'));
-    if (!sameGateway || !joins || /^(1|true|yes|on)$/i.test(u.searchParams.get('watch') || '')) return url;
-    if (u.searchParams.get('sid') === sessionId) return url;
-    u.searchParams.set('sid', sessionId);
-    return u.toString();
+    if (full && sessionId && joins && !/^(1|true|yes|on)$/i.test(u.searchParams.get('watch') || '') &&
+        u.searchParams.get('sid') !== sessionId) {
+      u.searchParams.set('sid', sessionId);
+      changed = true;
+    }
+    return changed ? u.toString() : url;
   }
 
   function hookEventSources() {
@@ -168,7 +194,7 @@
     return cfg.base + path;
   }
 
-  function post(path, body, keepalive) {
+  function post(path, body, keepalive, retried) {
     var headers = { 'Content-Type': 'application/json' };
     if (cfg.token) headers.Authorization = 'Bearer ' + cfg.token;
     if (!window.fetch) return Promise.resolve(null);
@@ -180,6 +206,14 @@
       keepalive: !!keepalive,
       cache: 'no-store'
     }).then(function (res) {
+      // An expired token: renew it once and send again.
+      if (res.status === 401 && !retried && tokenSource()) {
+        return renewToken('401').then(function (t) {
+          if (t) return post(path, body, keepalive, true);
+          emit('presence:unauthorized', { path: path, status: res.status });
+          return res;
+        });
+      }
       if (res.status === 401 || res.status === 403) emit('presence:unauthorized', { path: path, status: res.status });
       return res;
     }, function () { return null; });
@@ -234,7 +268,7 @@
   // beat sends the current status (always when forced or due; otherwise only
   // when it changed) and restarts the heartbeat clock.
   function beat(onlyIfChanged, keepalive) {
-    if (st.gone) return;
+    if (st.gone || st.claiming) return;
     var s = current();
     if (s === 'offline') {
       if (st.sent !== 'offline') send('offline', keepalive);
@@ -321,6 +355,7 @@
   function onPageShow(e) {
     if (!e.persisted || !st.gone) return; // restored from the back/forward cache
     st.gone = false;
+    if (st.claiming) return; // the claim's end heartbeats
     st.lastActivity = Date.now();
     st.auto = 'online';
     beat(false);
@@ -510,6 +545,293 @@
     if (full) renderPicker();
   }
 
+  // --------------------------------------------------------------- streams
+
+  // htmx-ext-sse keeps an element's EventSource in htmx's internal data;
+  // reading it there is the only way to close or replace one stream.
+  function internal(elt) { return elt ? elt['htmx-internal-data'] : null; }
+  function sourceOf(elt) { var d = internal(elt); return d ? d.sseEventSource : null; }
+  function connectEls() { return document.querySelectorAll('[sse-connect],[data-sse-connect]'); }
+  function connectAttr(elt) { return elt.hasAttribute('sse-connect') ? 'sse-connect' : 'data-sse-connect'; }
+
+  // data-connection is the page's hook (and presence.css's indicator);
+  // aria-busy tells assistive technology the region's content is stale.
+  function setConn(elt, state) {
+    if (!elt || !elt.getAttribute || elt.getAttribute('data-connection') === state) return;
+    elt.setAttribute('data-connection', state);
+    if (state === 'reconnecting') elt.setAttribute('aria-busy', 'true');
+    else elt.removeAttribute('aria-busy');
+  }
+
+  function onSSEOpen(e) {
+    if (e.detail && e.detail.source && e.detail.source !== sourceOf(e.target)) return; // a replaced one
+    setConn(e.target, 'open');
+  }
+
+  // An EventSource error carries no status: a 401 (expired token) looks like
+  // any drop. With a token source, renew it (at most once per burst);
+  // htmx-ext-sse's own retry of a failed stream then goes through
+  // htmx.createEventSource, which puts the new token in its URL.
+  function onSSEError(e) {
+    var src = e.detail && e.detail.source;
+    if (src && src !== sourceOf(e.target)) return;
+    setConn(e.target, st.gone ? 'closed' : 'reconnecting');
+    if (!st.gone && tokenSource() && hasToken(e.target)) {
+      renewToken('stream');
+    }
+  }
+
+  function hasToken(elt) {
+    var v = elt.getAttribute(connectAttr(elt)) || '';
+    return /[?&]token=/.test(v);
+  }
+
+  function detach(src) {
+    if (!src) return;
+    src.onerror = null; // or htmx-ext-sse would open yet another one
+    src.onopen = null;
+  }
+
+  function closeStream(elt) {
+    var src = sourceOf(elt);
+    if (src) {
+      detach(src);
+      src.__presenceClosed = true;
+      src.close();
+    }
+    setConn(elt, 'closed');
+  }
+
+  // reconnect replaces an element's stream with a new one from its (fixed)
+  // sse-connect URL: make before break, so a room stream's session never
+  // has no stream. htmx-ext-sse opens a stream when it sees
+  // htmx:afterProcessNode; children's sse-swap listeners are re-registered
+  // on the new stream the same way.
+  function reconnect(elt) {
+    var hx = window.htmx;
+    if (!hx || !elt || !document.body.contains(elt)) return;
+    var old = sourceOf(elt);
+    // A stream that failed on its own is retried by htmx-ext-sse (with a
+    // timer we cannot cancel): a second one here would leak.
+    if (old && old.readyState === 2 && !old.__presenceClosed) return;
+    detach(old);
+    var name = connectAttr(elt);
+    var v = elt.getAttribute(name);
+    var f = fixStreamURL(v);
+    if (f !== v) elt.setAttribute(name, f);
+    setConn(elt, 'reconnecting');
+    hx.trigger(elt, 'htmx:afterProcessNode');
+    var fresh = sourceOf(elt);
+    if (fresh && fresh !== old) {
+      var kids = elt.querySelectorAll('[sse-swap],[data-sse-swap],[hx-trigger],[data-hx-trigger]');
+      for (var i = 0; i < kids.length; i++) {
+        var k = kids[i];
+        if (k.hasAttribute('sse-connect') || k.hasAttribute('data-sse-connect')) continue;
+        if (k.parentElement && k.parentElement.closest('[sse-connect],[data-sse-connect]') === elt) hx.trigger(k, 'htmx:afterProcessNode');
+      }
+    }
+    if (old && old !== fresh) {
+      if (!fresh || old.readyState === 2) { old.close(); return; }
+      var done = false;
+      var finish = function () { if (!done) { done = true; old.close(); } };
+      fresh.addEventListener('open', finish);
+      fresh.addEventListener('error', finish);
+      setTimeout(finish, 5000);
+    }
+  }
+
+  function reconnectAll() {
+    var els = connectEls();
+    for (var i = 0; i < els.length; i++) reconnect(els[i]);
+  }
+
+  // Back/forward cache: a page in the cache must not keep its streams (it
+  // would stay in the room, unseen). Close them on the way in; reopen them
+  // (state comes first on a new stream) on the way out.
+  function onLifecycleHide(e) {
+    if (!e.persisted) return;
+    clearTimeout(tok.timer);
+    var els = connectEls();
+    for (var i = 0; i < els.length; i++) closeStream(els[i]);
+    closeChannel();
+  }
+
+  function onLifecycleShow(e) {
+    // After the full client's pageshow (which clears st.gone).
+    if (e.persisted) setTimeout(restoreStreams, 0);
+  }
+
+  function restoreStreams() {
+    openChannel();
+    var t = jwtTimes(cfg.token);
+    if (tokenSource() && t && t.exp && t.exp - Date.now() / 1000 < 2) {
+      renewToken('expiry').then(function () { reconnectAll(); });
+      return;
+    }
+    reconnectAll();
+    scheduleRenew();
+  }
+
+  // ---------------------------------------------------------------- tokens
+
+  var tok = { fn: null, timer: 0, pending: null, last: 0, renewals: 0 };
+
+  function tokenSource() {
+    if (tok.fn) return tok.fn;
+    if (cfg && cfg.tokenUrl) return fetchTokenURL;
+    return null;
+  }
+
+  function fetchTokenURL() {
+    return window.fetch(cfg.tokenUrl, {
+      credentials: 'include', cache: 'no-store', headers: { Accept: 'application/json, text/plain' }
+    }).then(function (res) {
+      if (!res.ok) throw new Error('presence: token endpoint answered ' + res.status);
+      return res.text();
+    }).then(function (text) {
+      text = String(text).trim();
+      if (text.charAt(0) === '{') text = (JSON.parse(text) || {}).token;
+      return text;
+    });
+  }
+
+  // The JWT's iat and exp (seconds), read without verifying: only to time
+  // the renewal.
+  function jwtTimes(t) {
+    try {
+      var p = String(t).split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      while (p.length % 4) p += '=';
+      var o = JSON.parse(window.atob(p));
+      return { iat: +o.iat || 0, exp: +o.exp || 0 };
+    } catch (e) { return null; }
+  }
+
+  // Renew at ~80% of the token's lifetime.
+  function scheduleRenew() {
+    clearTimeout(tok.timer);
+    if (!tokenSource() || !cfg.token || st.gone) return;
+    var t = jwtTimes(cfg.token);
+    if (!t || !t.exp) return;
+    var now = Date.now() / 1000;
+    var from = t.iat && t.iat <= now ? t.iat : now;
+    var wait = (from + 0.8 * (t.exp - from) - now) * 1000;
+    tok.timer = setTimeout(function () { renewToken('expiry'); }, Math.max(500, wait));
+  }
+
+  function renewToken(why) {
+    var src = tokenSource();
+    if (!src) return Promise.resolve(null);
+    if (tok.pending) return tok.pending;
+    // A burst of 401s and stream errors asks once; a token that just came
+    // is used as it is.
+    if (why !== 'expiry' && why !== 'manual' && Date.now() - tok.last < 2000) return Promise.resolve(cfg.token);
+    tok.last = Date.now();
+    tok.pending = Promise.resolve().then(function () { return src(); }).then(function (t) {
+      tok.pending = null;
+      if (typeof t !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(t)) throw new Error('presence: the token source gave no token');
+      setToken(t);
+      return t;
+    }).catch(function (err) {
+      tok.pending = null;
+      emit('presence:token-error', { error: String(err && err.message || err) });
+      clearTimeout(tok.timer);
+      if (!st.gone) tok.timer = setTimeout(function () { renewToken('expiry'); }, 5000);
+      return null;
+    });
+    return tok.pending;
+  }
+
+  function setToken(t) {
+    var changed = t !== cfg.token;
+    cfg.token = t;
+    tok.renewals++;
+    scheduleRenew();
+    if (changed) {
+      // Streams authenticated by token= would end at the old one's exp.
+      var els = connectEls();
+      for (var i = 0; i < els.length; i++) if (hasToken(els[i])) reconnect(els[i]);
+    }
+    emit('presence:token', { renewals: tok.renewals });
+  }
+
+  function setTokenSource(fn) {
+    if (typeof fn !== 'function') throw new Error('presence: setTokenSource needs a function returning a Promise<string>');
+    tok.fn = fn;
+    if (cfg) scheduleRenew();
+  }
+
+  // ------------------------------------------------------ duplicated tabs
+
+  // A duplicated tab (window.open of this URL, "Duplicate tab") starts with a
+  // copy of sessionStorage, so with this tab's sid: closing either would end
+  // the other's session. At load a tab whose sid came from storage asks the
+  // others whether it is taken; if a live tab answers, it takes a new one.
+  // Its streams are held (sse-connect renamed) until then, so that no
+  // stream ever joins in the other tab's session.
+  var CLAIM_WAIT = 300; // ms: other tabs answer within a few
+  var chan = null;
+  var me = newSessionId();
+
+  function openChannel() {
+    if (chan || !window.BroadcastChannel) return;
+    try { chan = new BroadcastChannel('presence.sid'); } catch (e) { return; }
+    chan.onmessage = function (e) {
+      var m = e.data || {};
+      if (m.t === 'who' && m.from !== me && m.sid === sessionId && !st.claiming && !st.gone) {
+        chan.postMessage({ t: 'mine', sid: m.sid, to: m.from });
+      } else if (m.t === 'mine' && m.to === me && st.claiming && m.sid === sessionId) {
+        st.taken = true;
+      }
+    };
+  }
+
+  function closeChannel() {
+    if (chan) { chan.close(); chan = null; }
+  }
+
+  function holdStreams() {
+    var held = [];
+    var els = connectEls();
+    for (var i = 0; i < els.length; i++) {
+      if (sourceOf(els[i])) continue;
+      var name = connectAttr(els[i]);
+      held.push([els[i], name, els[i].getAttribute(name)]);
+      els[i].removeAttribute(name);
+    }
+    return held;
+  }
+
+  function releaseStreams(held) {
+    for (var i = 0; i < held.length; i++) {
+      var el = held[i][0];
+      el.setAttribute(held[i][1], fixStreamURL(held[i][2]));
+      var d = internal(el);
+      // Processed by htmx while held (without sse-connect): open it now.
+      // Not yet processed: htmx will, with the restored attribute.
+      if (d && d.initHash) reconnect(el);
+    }
+  }
+
+  function claimSession(fromStorage, done) {
+    openChannel();
+    if (!fromStorage || !chan) { done(); return; }
+    st.claiming = true;
+    var held = holdStreams();
+    chan.postMessage({ t: 'who', sid: sessionId, from: me });
+    setTimeout(function () {
+      if (st.taken) {
+        sessionId = SID_RE.test(cfg.sessionId) && cfg.sessionId !== sessionId ? cfg.sessionId : newSessionId();
+        storage('set', SID_KEY, sessionId);
+        api.sessionId = sessionId;
+        emit('presence:session', { sessionId: sessionId, duplicated: true });
+      }
+      st.claiming = false;
+      st.taken = false;
+      releaseStreams(held);
+      done();
+    }, CLAIM_WAIT);
+  }
+
   // ----------------------------------------------------------------- start
 
   function onClick(e) {
@@ -546,7 +868,7 @@
     st.idleTimer = setInterval(checkIdle, Math.max(250, Math.min(10000, Math.floor(cfg.idle / 4))));
     api.sessionId = sessionId;
     renderPicker();
-    beat(false);
+    claimSession(sidFromStorage, function () { if (!st.gone) beat(false); });
   }
 
   function start() {
@@ -556,8 +878,16 @@
     on(document, 'error', onError, true);
     on(document, 'htmx:sseBeforeMessage', onSSEBeforeMessage);
     on(document, 'htmx:load', onHtmxLoad);
+    on(document, 'htmx:sseOpen', onSSEOpen);
+    on(document, 'htmx:sseError', onSSEError);
+    on(window, 'pagehide', onLifecycleHide);
+    on(window, 'pageshow', onLifecycleShow);
+    var els = connectEls();
+    for (var i = 0; i < els.length; i++) if (!sourceOf(els[i]) || sourceOf(els[i]).readyState !== 1) setConn(els[i], 'reconnecting');
     tidy(document);
     if (cfg.mode === 'full') startFull();
+    else openChannel();
+    scheduleRenew();
   }
 
   var api = {
@@ -571,14 +901,20 @@
     startTyping: function (room) { if (full) startTyping(room || cfg.room); },
     stopTyping: function (room) { stopTyping(room || cfg.room); },
     fixStreamURL: fixStreamURL,
+    setTokenSource: setTokenSource,
+    renewToken: function () { return renewToken('manual'); },
+    reconnect: reconnectAll,
     destroy: function () {
       clearTimeout(st.beatTimer);
+      clearTimeout(tok.timer);
+      closeChannel();
       clearInterval(st.idleTimer);
       for (var i = 0; i < listeners.length; i++) listeners[i][0].removeEventListener(listeners[i][1], listeners[i][2], listeners[i][3]);
       listeners = [];
       delete window.Presence;
     },
     __state: st,
+    __tokens: tok,
     __tick: function () { if (full) checkIdle(); },
     __upgrade: function (next) {
       if (!cfg || full || next.mode !== 'full') return;
