@@ -34,7 +34,10 @@
  *   - back/forward cache: pagehide (persisted) closes the page's streams and
  *     sends the offline beacon; pageshow (persisted) reopens them (state
  *     first) and heartbeats;
- *   - every sse-connect element gets data-connection="open|reconnecting|closed".
+ *   - every sse-connect element gets data-connection="open|reconnecting|closed";
+ *   - shared mode (a data-presence-shared element, or data-shared="1"): one
+ *     stream per browser, held by a leader tab (Web Lock) and relayed to the
+ *     others over a BroadcastChannel; each tab heartbeats its own session.
  *
  * Page hooks:
  *   [data-presence-typing="{room}"]     input/textarea whose input marks typing
@@ -107,6 +110,7 @@
       user: merged.user || '',
       token: merged.token || '',
       tokenUrl: merged.tokenUrl || '',
+      shared: merged.shared || '',
       base: (merged.base || '').replace(/\/+$/, '')
     };
   }
@@ -173,6 +177,9 @@
       var orig = hx.createEventSource;
       hx.createEventSource = function (url) {
         start(); // htmx may process the page before our DOMContentLoaded
+        // Starting may have held this very stream (a sid claim under way, or
+        // shared mode): hand htmx-ext-sse a closed stand-in instead.
+        if (st.hold) return heldSource();
         url = fixStreamURL(url);
         return orig ? orig(url) : new EventSource(url, { withCredentials: true });
       };
@@ -262,6 +269,7 @@
   function scheduleBeat() {
     clearTimeout(st.beatTimer);
     if (st.gone) return;
+    if (sh && !sh.leader) announce(); // the leader drops tabs it stops hearing from
     st.beatTimer = setTimeout(function () { beat(false); }, cfg.heartbeat);
   }
 
@@ -649,6 +657,7 @@
   // would stay in the room, unseen). Close them on the way in; reopen them
   // (state comes first on a new stream) on the way out.
   function onLifecycleHide(e) {
+    sharedHide();
     if (!e.persisted) return;
     clearTimeout(tok.timer);
     var els = connectEls();
@@ -663,6 +672,7 @@
 
   function restoreStreams() {
     openChannel();
+    sharedShow();
     var t = jwtTimes(cfg.token);
     if (tokenSource() && t && t.exp && t.exp - Date.now() / 1000 < 2) {
       renewToken('expiry').then(function () { reconnectAll(); });
@@ -746,6 +756,7 @@
     cfg.token = t;
     tok.renewals++;
     scheduleRenew();
+    if (changed && sh && sh.leader && sh.es) openShared();
     if (changed) {
       // Streams authenticated by token= would end at the old one's exp.
       var els = connectEls();
@@ -801,6 +812,12 @@
     return held;
   }
 
+  function heldSource() {
+    var noop = function () {};
+    return { readyState: 2, url: '', withCredentials: true, __presenceClosed: true,
+      addEventListener: noop, removeEventListener: noop, close: noop, onerror: null, onopen: null };
+  }
+
   function releaseStreams(held) {
     for (var i = 0; i < held.length; i++) {
       var el = held[i][0];
@@ -814,9 +831,20 @@
 
   function claimSession(fromStorage, done) {
     openChannel();
-    if (!fromStorage || !chan) { done(); return; }
+    var shared = sharedWanted();
+    // Shared mode holds the page's streams for good: the leader's carries them.
+    var sharedHeld = shared ? holdStreams() : null;
+    if (shared) st.hold = true;
+    var finish = function (held) {
+      if (!shared) st.hold = false;
+      if (shared) startShared(sharedHeld);
+      else if (held) releaseStreams(held);
+      done();
+    };
+    if (!fromStorage || !chan) { finish(null); return; }
     st.claiming = true;
-    var held = holdStreams();
+    st.hold = true;
+    var held = shared ? null : holdStreams();
     chan.postMessage({ t: 'who', sid: sessionId, from: me });
     setTimeout(function () {
       if (st.taken) {
@@ -827,9 +855,256 @@
       }
       st.claiming = false;
       st.taken = false;
-      releaseStreams(held);
-      done();
+      finish(held);
     }, CLAIM_WAIT);
+  }
+
+  // ------------------------------------------------- one stream per browser
+
+  // Shared mode (a data-presence-shared element, or data-shared="1"): the
+  // tabs of this origin elect a leader with a Web Lock; the leader holds ONE
+  // watch-only stream for the union of the rooms and users the tabs show
+  // and relays every event over a BroadcastChannel; each tab swaps them into
+  // its own sse-swap elements as htmx-ext-sse would. Each tab keeps its own
+  // session (heartbeats) and joins its room with POST /api/presence/room/…,
+  // since the watch-only stream joins nothing. Over HTTP/1.1 a browser has
+  // six connections per origin: this keeps many tabs at one.
+  var sh = null;
+
+  function sharedWanted() {
+    return !!(window.BroadcastChannel && navigator.locks && navigator.locks.request &&
+      (document.querySelector('[data-presence-shared]') || /^(1|true|yes|on)$/i.test(cfg.shared || '')));
+  }
+
+  function splitList(v) {
+    var out = [];
+    String(v || '').split(',').forEach(function (p) { p = p.trim(); if (p) out.push(p); });
+    return out;
+  }
+
+  // The topics of one held sse-connect URL.
+  function topicsOf(raw) {
+    var t = { room: '', join: false, rooms: [], users: [], list: false, max: '' };
+    var u;
+    try { u = new URL(raw, window.location.href); } catch (e) { return t; }
+    var m = /^\/sse\/room\/([^/]+)$/.exec(u.pathname);
+    t.room = m ? decodeURIComponent(m[1]) : (u.searchParams.get('room') || '');
+    t.join = !!t.room && !/^(1|true|yes|on)$/i.test(u.searchParams.get('watch') || '');
+    t.rooms = splitList(u.searchParams.get('rooms'));
+    t.users = splitList(u.searchParams.get('users') || (u.pathname === '/sse/users' ? u.searchParams.get('ids') : ''));
+    t.list = u.searchParams.get('list') === '1';
+    t.max = u.searchParams.get('max') || '';
+    return t;
+  }
+
+  function startShared(held) {
+    sh = { id: me, els: [], leader: false, release: null, es: null, tabs: {}, cache: {}, union: '', timer: 0, chan: null, retry: 0 };
+    api.__shared = sh;
+    for (var i = 0; i < held.length; i++) {
+      held[i][0].setAttribute('data-presence-shared-stream', '');
+      sh.els.push({ el: held[i][0], t: topicsOf(held[i][2]) });
+    }
+    sh.chan = new BroadcastChannel('presence.shared');
+    sh.chan.onmessage = function (e) { onShared(e.data || {}); };
+    joinRooms();
+    announce();
+    elect();
+  }
+
+  function myTopics() {
+    var rooms = [], users = [], list = false, max = '';
+    sh.els.forEach(function (x) {
+      if (x.t.room && rooms.indexOf(x.t.room) < 0) rooms.push(x.t.room);
+      x.t.rooms.forEach(function (r) { if (rooms.indexOf(r) < 0) rooms.push(r); });
+      x.t.users.forEach(function (u) { if (users.indexOf(u) < 0) users.push(u); });
+      list = list || x.t.list;
+      max = max || x.t.max;
+    });
+    return { rooms: rooms, users: users, list: list, max: max };
+  }
+
+  function joinRooms() {
+    sh.els.forEach(function (x) {
+      if (x.t.join) post('/api/presence/room/' + encodeURIComponent(x.t.room), { action: 'join', sessionId: sessionId });
+    });
+  }
+
+  function announce() {
+    var t = myTopics();
+    var m = { t: 'topics', from: sh.id, rooms: t.rooms, users: t.users, list: t.list, max: t.max };
+    if (sh.leader) onShared(m);
+    else sh.chan.postMessage(m);
+  }
+
+  function elect() {
+    // A waiting lock request also keeps a page out of the back/forward
+    // cache: it is aborted on pagehide (sharedHide).
+    var ac = window.AbortController ? new AbortController() : null;
+    sh.abort = ac;
+    navigator.locks.request('presence.leader', ac ? { signal: ac.signal } : {}, function () {
+      if (st.gone || !sh) return null;
+      return new Promise(function (resolve) {
+        sh.release = resolve;
+        sh.leader = true;
+        sh.tabs = {};
+        sh.tabs[sh.id] = withSeen(myTopics());
+        sh.chan.postMessage({ t: 'hello' });
+        // Give the other tabs a moment to say what they show.
+        clearTimeout(sh.timer);
+        sh.timer = setTimeout(openShared, 200);
+      });
+    }).catch(function () { /* aborted */ });
+  }
+
+  function abdicate() {
+    if (!sh) return;
+    clearTimeout(sh.timer);
+    if (sh.es) { sh.es.close(); sh.es = null; }
+    sh.union = '';
+    sh.leader = false;
+    if (sh.release) { var r = sh.release; sh.release = null; r(); }
+  }
+
+  function withSeen(t) { t.seen = Date.now(); return t; }
+
+  function onShared(m) {
+    if (!sh || st.gone) return;
+    if (m.t === 'ev') { if (!sh.leader) dispatch(m.name, m.data); return; }
+    if (m.t === 'conn') { if (!sh.leader) setSharedConn(m.state); return; }
+    if (m.t === 'hello') { if (!sh.leader) announce(); return; }
+    if (!sh.leader) return;
+    if (m.t === 'topics') {
+      sh.tabs[m.from] = withSeen({ rooms: m.rooms || [], users: m.users || [], list: !!m.list, max: m.max || '' });
+      if (!reopenIfNeeded()) {
+        // Covered already: this tab gets the current state from the cache.
+        for (var name in sh.cache) {
+          if (Object.prototype.hasOwnProperty.call(sh.cache, name)) sh.chan.postMessage({ t: 'ev', name: name, data: sh.cache[name], to: m.from });
+        }
+        if (sh.es && sh.es.readyState === 1) sh.chan.postMessage({ t: 'conn', state: 'open' });
+      }
+    } else if (m.t === 'bye') {
+      delete sh.tabs[m.from];
+      reopenIfNeeded();
+    }
+  }
+
+  function unionOf() {
+    var rooms = [], users = [], list = false, max = '';
+    var now = Date.now();
+    for (var id in sh.tabs) {
+      if (!Object.prototype.hasOwnProperty.call(sh.tabs, id)) continue;
+      var t = sh.tabs[id];
+      if (id !== sh.id && now - t.seen > 3 * cfg.heartbeat + 5000) { delete sh.tabs[id]; continue; } // gone quietly
+      t.rooms.forEach(function (r) { if (rooms.indexOf(r) < 0) rooms.push(r); });
+      t.users.forEach(function (u) { if (users.indexOf(u) < 0) users.push(u); });
+      list = list || t.list;
+      max = max || t.max;
+    }
+    rooms.sort();
+    users.sort();
+    return { rooms: rooms.slice(0, 16), users: users.slice(0, 100), list: list, max: max };
+  }
+
+  function reopenIfNeeded() {
+    var u = unionOf();
+    var key = JSON.stringify(u);
+    if (key === sh.union && sh.es) return false;
+    clearTimeout(sh.timer);
+    sh.timer = setTimeout(openShared, 50);
+    return true;
+  }
+
+  function openShared() {
+    if (!sh || !sh.leader || st.gone) return;
+    var u = unionOf();
+    sh.union = JSON.stringify(u);
+    var q = new URLSearchParams();
+    if (u.rooms.length) q.set('rooms', u.rooms.join(','));
+    if (u.users.length) q.set('users', u.users.join(','));
+    q.set('watch', '1');
+    if (u.list) q.set('list', '1');
+    if (u.max) q.set('max', u.max);
+    if (cfg.token) q.set('token', cfg.token);
+    var es = new EventSource(url('/sse?' + q.toString()), { withCredentials: true });
+    var old = sh.es;
+    sh.es = es;
+    sh.cache = {};
+    var names = [];
+    u.rooms.forEach(function (r) { names.push('members-' + r, 'typing-' + r, 'member-list-' + r); });
+    u.users.forEach(function (id) { names.push('presence-' + id); });
+    names.forEach(function (name) {
+      es.addEventListener(name, function (e) {
+        if (sh.es !== es) return;
+        sh.cache[name] = e.data;
+        sh.chan.postMessage({ t: 'ev', name: name, data: e.data });
+        dispatch(name, e.data);
+      });
+    });
+    es.onopen = function () {
+      if (old) { old.close(); old = null; }
+      sh.retry = 0;
+      broadcastConn('open');
+    };
+    es.onerror = function () {
+      if (sh.es !== es) return;
+      broadcastConn('reconnecting');
+      if (es.readyState === 2) { // failed (a 401, say): renew and retry with backoff
+        sh.retry = Math.min((sh.retry || 0) + 1, 6);
+        var again = function () { if (sh.es === es && sh.leader) openShared(); };
+        if (tokenSource()) renewToken('stream').then(function () { setTimeout(again, 500); });
+        else setTimeout(again, 500 * Math.pow(2, sh.retry));
+      }
+    };
+  }
+
+  function broadcastConn(state) {
+    setSharedConn(state);
+    sh.chan.postMessage({ t: 'conn', state: state });
+  }
+
+  function setSharedConn(state) {
+    sh.els.forEach(function (x) { setConn(x.el, state); });
+  }
+
+  // dispatch swaps one relayed event into this tab's sse-swap elements, as
+  // htmx-ext-sse would: members-R goes to a stream of room R as members,
+  // and as members-R to a stream that lists R in rooms=.
+  function dispatch(name, data) {
+    var hx = window.htmx;
+    if (!hx || !sh) return;
+    var m = /^(members|typing|member-list)-(.+)$/.exec(name);
+    sh.els.forEach(function (x) {
+      var local = null;
+      if (m && x.t.room === m[2]) local = m[1];
+      else if (m && x.t.rooms.indexOf(m[2]) >= 0) local = name;
+      else if (!m && x.t.users.indexOf(name.slice('presence-'.length)) >= 0) local = name;
+      if (!local) return;
+      var swaps = [x.el].concat([].slice.call(x.el.querySelectorAll('[sse-swap],[data-sse-swap]')));
+      swaps.forEach(function (el) {
+        var v = el.getAttribute('sse-swap') || el.getAttribute('data-sse-swap');
+        if (!v || splitList(v).indexOf(local) < 0) return;
+        if (el !== x.el && el.parentElement.closest('[data-presence-shared-stream]') !== x.el) return;
+        if (!hx.trigger(el, 'htmx:sseBeforeMessage', { data: data, type: local })) return;
+        var spec = el.closest('[hx-swap]');
+        var style = spec ? spec.getAttribute('hx-swap').split(/\s+/)[0] : 'innerHTML';
+        hx.swap(el, data, { swapStyle: style });
+        hx.trigger(el, 'htmx:sseMessage', { data: data, type: local });
+      });
+    });
+  }
+
+  function sharedHide() {
+    if (!sh) return;
+    if (sh.abort && !sh.leader) { sh.abort.abort(); sh.abort = null; }
+    if (!sh.leader) sh.chan.postMessage({ t: 'bye', from: sh.id });
+    abdicate();
+  }
+
+  function sharedShow() {
+    if (!sh) return;
+    joinRooms();
+    announce();
+    elect();
   }
 
   // ----------------------------------------------------------------- start
@@ -882,6 +1157,10 @@
     on(document, 'htmx:sseError', onSSEError);
     on(window, 'pagehide', onLifecycleHide);
     on(window, 'pageshow', onLifecycleShow);
+    // A frozen leader relays nothing: hand the stream over, take part again
+    // on resume.
+    on(document, 'freeze', sharedHide);
+    on(document, 'resume', sharedShow);
     var els = connectEls();
     for (var i = 0; i < els.length; i++) if (!sourceOf(els[i]) || sourceOf(els[i]).readyState !== 1) setConn(els[i], 'reconnecting');
     tidy(document);
