@@ -111,17 +111,23 @@ func (s *Server) demo(c echo.Context) error {
 	if id.Source != FromCookie {
 		token = id.Token
 	}
-	sq := url.Values{"sid": {sid}, "list": {"1"}}
-	if token != "" {
-		// EventSource sends no Authorization header: a page opened with
-		// ?token= (no cookie) needs it in its stream URL too.
-		sq.Set("token", token)
-	}
 	return s.html(c, http.StatusOK, views.DemoPage(views.DemoProps{
 		User: id.User, RoomID: room, Token: token, SessionID: sid, Heartbeat: s.cfg.Heartbeat,
 		Rooms: rooms, Members: ms, Typists: ts,
-		StreamURL: "/sse/room/" + url.PathEscape(room) + "?" + sq.Encode(),
+		StreamURL: demoStreamURL(room, sid, token),
 	}))
+}
+
+// demoStreamURL is the demo page's room stream. A page opened with
+// ?token= (no cookie) must carry the token on its stream too: EventSource
+// cannot send an Authorization header, so without it the stream is 401
+// forever while the page's POSTs (which send the header) succeed.
+func demoStreamURL(room, sid, token string) string {
+	q := url.Values{"sid": {sid}, "list": {"1"}}
+	if token != "" {
+		q.Set("token", token)
+	}
+	return "/sse/room/" + url.PathEscape(room) + "?" + q.Encode()
 }
 
 // safeNext keeps a post-login redirect on this site: a path of this origin,

@@ -22,6 +22,22 @@
  *   data-base        gateway origin, e.g. "https://gw.example" ("" = this page)
  *   data-idle        idle time before away, ms (default 300000 = 5 min)
  *   data-typing-stop typing stops this long after the last key, ms (default 3000)
+ *   data-token-url   the host app's endpoint returning a fresh token (text, or
+ *                    JSON {"token": "…"}), fetched with the page's cookies:
+ *                    the token is renewed at ~80% of its lifetime and on a 401,
+ *                    and the page's token= streams reconnect with it
+ *
+ * Browser lifecycle:
+ *   - a tab whose sessionStorage was copied (window.open, "Duplicate tab")
+ *     asks the other tabs over a BroadcastChannel whether its sid is taken,
+ *     and takes a new one if so, before its streams connect;
+ *   - back/forward cache: pagehide (persisted) closes the page's streams and
+ *     sends the offline beacon; pageshow (persisted) reopens them (state
+ *     first) and heartbeats;
+ *   - every sse-connect element gets data-connection="open|reconnecting|closed";
+ *   - shared mode (a data-presence-shared element, or data-shared="1"): one
+ *     stream per browser, held by a leader tab (Web Lock) and relayed to the
+ *     others over a BroadcastChannel; each tab heartbeats its own session.
  *
  * Page hooks:
  *   [data-presence-typing="{room}"]     input/textarea whose input marks typing
@@ -34,7 +50,9 @@
  *   form[data-presence-chat]            demo message box: echoed locally
  *
  * window.Presence = { sessionId, config, status(), setStatus(s), heartbeat(),
- *                     startTyping(room), stopTyping(room), destroy(), ... }
+ *                     startTyping(room), stopTyping(room), destroy(),
+ *                     setTokenSource(fn: () => Promise<string>), renewToken(),
+ *                     reconnect(), ... }
  */
 (function () {
   'use strict';
@@ -59,6 +77,7 @@
   var cfg = null;
   var sessionId = null;
   var full = false;
+  var sidFromStorage = false;
 
   // ---------------------------------------------------------------- config
 
@@ -90,6 +109,8 @@
       room: merged.room || '',
       user: merged.user || '',
       token: merged.token || '',
+      tokenUrl: merged.tokenUrl || '',
+      shared: merged.shared || '',
       base: (merged.base || '').replace(/\/+$/, '')
     };
   }
@@ -114,6 +135,7 @@
   // One session id per tab, kept across reloads in sessionStorage.
   function resolveSessionId(fromPage) {
     var s = storage('get', SID_KEY);
+    sidFromStorage = !!(s && SID_RE.test(s));
     if (!s || !SID_RE.test(s)) s = SID_RE.test(fromPage) ? fromPage : newSessionId();
     storage('set', SID_KEY, s);
     return s;
@@ -124,17 +146,25 @@
   // Streams that join a room must run in the tab's session, or the tab would
   // count as two sessions. Rewrite (or add) sid= on the page's gateway's
   // /sse/room/{id} and /sse?room= URLs, unless they only watch (watch=1).
+  // A stream that carries token= gets the current token (after a renewal).
   function fixStreamURL(url) {
-    if (!full || !sessionId || typeof url !== 'string') return url;
+    if (!cfg || typeof url !== 'string') return url;
     var u;
     try { u = new URL(url, window.location.href); } catch (e) { return url; }
     var ours = cfg.base ? cfg.base : window.location.origin;
-    var sameGateway = u.origin === ours || (!cfg.base && u.origin === window.location.origin);
+    if (u.origin !== ours || u.pathname.indexOf('/sse') !== 0) return url;
+    var changed = false;
+    if (cfg.token && u.searchParams.has('token') && u.searchParams.get('token') !== cfg.token) {
+      u.searchParams.set('token', cfg.token);
+      changed = true;
+    }
     var joins = u.pathname.indexOf('/sse/room/') === 0 || (u.pathname === '/sse' && u.searchParams.get('room'));
-    if (!sameGateway || !joins || /^(1|true|yes|on)$/i.test(u.searchParams.get('watch') || '')) return url;
-    if (u.searchParams.get('sid') === sessionId) return url;
-    u.searchParams.set('sid', sessionId);
-    return u.toString();
+    if (full && sessionId && joins && !/^(1|true|yes|on)$/i.test(u.searchParams.get('watch') || '') &&
+        u.searchParams.get('sid') !== sessionId) {
+      u.searchParams.set('sid', sessionId);
+      changed = true;
+    }
+    return changed ? u.toString() : url;
   }
 
   function hookEventSources() {
@@ -147,6 +177,9 @@
       var orig = hx.createEventSource;
       hx.createEventSource = function (url) {
         start(); // htmx may process the page before our DOMContentLoaded
+        // Starting may have held this very stream (a sid claim under way, or
+        // shared mode): hand htmx-ext-sse a closed stand-in instead.
+        if (st.hold) return heldSource();
         url = fixStreamURL(url);
         return orig ? orig(url) : new EventSource(url, { withCredentials: true });
       };
@@ -168,7 +201,7 @@
     return cfg.base + path;
   }
 
-  function post(path, body, keepalive) {
+  function post(path, body, keepalive, retried) {
     var headers = { 'Content-Type': 'application/json' };
     if (cfg.token) headers.Authorization = 'Bearer ' + cfg.token;
     if (!window.fetch) return Promise.resolve(null);
@@ -180,6 +213,14 @@
       keepalive: !!keepalive,
       cache: 'no-store'
     }).then(function (res) {
+      // An expired token: renew it once and send again.
+      if (res.status === 401 && !retried && tokenSource()) {
+        return renewToken('401').then(function (t) {
+          if (t) return post(path, body, keepalive, true);
+          emit('presence:unauthorized', { path: path, status: res.status });
+          return res;
+        });
+      }
       if (res.status === 401 || res.status === 403) emit('presence:unauthorized', { path: path, status: res.status });
       return res;
     }, function () { return null; });
@@ -228,13 +269,14 @@
   function scheduleBeat() {
     clearTimeout(st.beatTimer);
     if (st.gone) return;
+    if (sh && !sh.leader) announce(); // the leader drops tabs it stops hearing from
     st.beatTimer = setTimeout(function () { beat(false); }, cfg.heartbeat);
   }
 
   // beat sends the current status (always when forced or due; otherwise only
   // when it changed) and restarts the heartbeat clock.
   function beat(onlyIfChanged, keepalive) {
-    if (st.gone) return;
+    if (st.gone || st.claiming) return;
     var s = current();
     if (s === 'offline') {
       if (st.sent !== 'offline') send('offline', keepalive);
@@ -321,6 +363,7 @@
   function onPageShow(e) {
     if (!e.persisted || !st.gone) return; // restored from the back/forward cache
     st.gone = false;
+    if (st.claiming) return; // the claim's end heartbeats
     st.lastActivity = Date.now();
     st.auto = 'online';
     beat(false);
@@ -510,6 +553,560 @@
     if (full) renderPicker();
   }
 
+  // --------------------------------------------------------------- streams
+
+  // htmx-ext-sse keeps an element's EventSource in htmx's internal data;
+  // reading it there is the only way to close or replace one stream.
+  function internal(elt) { return elt ? elt['htmx-internal-data'] : null; }
+  function sourceOf(elt) { var d = internal(elt); return d ? d.sseEventSource : null; }
+  function connectEls() { return document.querySelectorAll('[sse-connect],[data-sse-connect]'); }
+  function connectAttr(elt) { return elt.hasAttribute('sse-connect') ? 'sse-connect' : 'data-sse-connect'; }
+
+  // data-connection is the page's hook (and presence.css's indicator);
+  // aria-busy tells assistive technology the region's content is stale.
+  function setConn(elt, state) {
+    if (!elt || !elt.getAttribute || elt.getAttribute('data-connection') === state) return;
+    elt.setAttribute('data-connection', state);
+    if (state === 'reconnecting') elt.setAttribute('aria-busy', 'true');
+    else elt.removeAttribute('aria-busy');
+  }
+
+  function onSSEOpen(e) {
+    if (e.detail && e.detail.source && e.detail.source !== sourceOf(e.target)) return; // a replaced one
+    setConn(e.target, 'open');
+  }
+
+  // An EventSource error carries no status: a 401 (expired token) looks like
+  // any drop. With a token source, renew it (at most once per burst);
+  // htmx-ext-sse's own retry of a failed stream then goes through
+  // htmx.createEventSource, which puts the new token in its URL.
+  function onSSEError(e) {
+    var src = e.detail && e.detail.source;
+    if (src && src !== sourceOf(e.target)) return;
+    setConn(e.target, st.gone ? 'closed' : 'reconnecting');
+    if (!st.gone && tokenSource() && hasToken(e.target)) {
+      renewToken('stream');
+    }
+  }
+
+  function hasToken(elt) {
+    var v = elt.getAttribute(connectAttr(elt)) || '';
+    return /[?&]token=/.test(v);
+  }
+
+  function detach(src) {
+    if (!src) return;
+    src.onerror = null; // or htmx-ext-sse would open yet another one
+    src.onopen = null;
+  }
+
+  function closeStream(elt) {
+    var src = sourceOf(elt);
+    if (src) {
+      detach(src);
+      src.__presenceClosed = true;
+      src.close();
+    }
+    setConn(elt, 'closed');
+  }
+
+  // reconnect replaces an element's stream with a new one from its (fixed)
+  // sse-connect URL: make before break, so a room stream's session never
+  // has no stream. htmx-ext-sse opens a stream when it sees
+  // htmx:afterProcessNode; children's sse-swap listeners are re-registered
+  // on the new stream the same way.
+  function reconnect(elt) {
+    var hx = window.htmx;
+    if (!hx || !elt || !document.body.contains(elt)) return;
+    var old = sourceOf(elt);
+    // A stream that failed on its own is retried by htmx-ext-sse (with a
+    // timer we cannot cancel): a second one here would leak.
+    if (old && old.readyState === 2 && !old.__presenceClosed) return;
+    detach(old);
+    var name = connectAttr(elt);
+    var v = elt.getAttribute(name);
+    var f = fixStreamURL(v);
+    if (f !== v) elt.setAttribute(name, f);
+    setConn(elt, 'reconnecting');
+    hx.trigger(elt, 'htmx:afterProcessNode');
+    var fresh = sourceOf(elt);
+    if (fresh && fresh !== old) {
+      var kids = elt.querySelectorAll('[sse-swap],[data-sse-swap],[hx-trigger],[data-hx-trigger]');
+      for (var i = 0; i < kids.length; i++) {
+        var k = kids[i];
+        if (k.hasAttribute('sse-connect') || k.hasAttribute('data-sse-connect')) continue;
+        if (k.parentElement && k.parentElement.closest('[sse-connect],[data-sse-connect]') === elt) hx.trigger(k, 'htmx:afterProcessNode');
+      }
+    }
+    if (old && old !== fresh) {
+      if (!fresh || old.readyState === 2) { old.close(); return; }
+      var done = false;
+      var finish = function () { if (!done) { done = true; old.close(); } };
+      fresh.addEventListener('open', finish);
+      fresh.addEventListener('error', finish);
+      setTimeout(finish, 5000);
+    }
+  }
+
+  function reconnectAll() {
+    var els = connectEls();
+    for (var i = 0; i < els.length; i++) reconnect(els[i]);
+  }
+
+  // Back/forward cache: a page in the cache must not keep its streams (it
+  // would stay in the room, unseen). Close them on the way in; reopen them
+  // (state comes first on a new stream) on the way out.
+  function onLifecycleHide(e) {
+    sharedHide();
+    if (!e.persisted) return;
+    clearTimeout(tok.timer);
+    var els = connectEls();
+    for (var i = 0; i < els.length; i++) closeStream(els[i]);
+    closeChannel();
+  }
+
+  function onLifecycleShow(e) {
+    // After the full client's pageshow (which clears st.gone).
+    if (e.persisted) setTimeout(restoreStreams, 0);
+  }
+
+  function restoreStreams() {
+    openChannel();
+    sharedShow();
+    var t = jwtTimes(cfg.token);
+    if (tokenSource() && t && t.exp && t.exp - Date.now() / 1000 < 2) {
+      renewToken('expiry').then(function () { reconnectAll(); });
+      return;
+    }
+    reconnectAll();
+    scheduleRenew();
+  }
+
+  // ---------------------------------------------------------------- tokens
+
+  var tok = { fn: null, timer: 0, pending: null, last: 0, renewals: 0 };
+
+  function tokenSource() {
+    if (tok.fn) return tok.fn;
+    if (cfg && cfg.tokenUrl) return fetchTokenURL;
+    return null;
+  }
+
+  function fetchTokenURL() {
+    return window.fetch(cfg.tokenUrl, {
+      credentials: 'include', cache: 'no-store', headers: { Accept: 'application/json, text/plain' }
+    }).then(function (res) {
+      if (!res.ok) throw new Error('presence: token endpoint answered ' + res.status);
+      return res.text();
+    }).then(function (text) {
+      text = String(text).trim();
+      if (text.charAt(0) === '{') text = (JSON.parse(text) || {}).token;
+      return text;
+    });
+  }
+
+  // The JWT's iat and exp (seconds), read without verifying: only to time
+  // the renewal.
+  function jwtTimes(t) {
+    try {
+      var p = String(t).split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      while (p.length % 4) p += '=';
+      var o = JSON.parse(window.atob(p));
+      return { iat: +o.iat || 0, exp: +o.exp || 0 };
+    } catch (e) { return null; }
+  }
+
+  // Renew at ~80% of the token's lifetime.
+  function scheduleRenew() {
+    clearTimeout(tok.timer);
+    if (!tokenSource() || !cfg.token || st.gone) return;
+    var t = jwtTimes(cfg.token);
+    if (!t || !t.exp) return;
+    var now = Date.now() / 1000;
+    var from = t.iat && t.iat <= now ? t.iat : now;
+    var wait = (from + 0.8 * (t.exp - from) - now) * 1000;
+    tok.timer = setTimeout(function () { renewToken('expiry'); }, Math.max(500, wait));
+  }
+
+  function renewToken(why) {
+    var src = tokenSource();
+    if (!src) return Promise.resolve(null);
+    if (tok.pending) return tok.pending;
+    // A burst of 401s and stream errors asks once; a token that just came
+    // is used as it is.
+    if (why !== 'expiry' && why !== 'manual' && Date.now() - tok.last < 2000) return Promise.resolve(cfg.token);
+    tok.last = Date.now();
+    tok.pending = Promise.resolve().then(function () { return src(); }).then(function (t) {
+      tok.pending = null;
+      if (typeof t !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(t)) throw new Error('presence: the token source gave no token');
+      setToken(t);
+      return t;
+    }).catch(function (err) {
+      tok.pending = null;
+      emit('presence:token-error', { error: String(err && err.message || err) });
+      clearTimeout(tok.timer);
+      if (!st.gone) tok.timer = setTimeout(function () { renewToken('expiry'); }, 5000);
+      return null;
+    });
+    return tok.pending;
+  }
+
+  function setToken(t) {
+    var changed = t !== cfg.token;
+    cfg.token = t;
+    tok.renewals++;
+    scheduleRenew();
+    if (changed && sh && sh.leader && sh.es) openShared();
+    if (changed) {
+      // Streams authenticated by token= would end at the old one's exp.
+      var els = connectEls();
+      for (var i = 0; i < els.length; i++) if (hasToken(els[i])) reconnect(els[i]);
+    }
+    emit('presence:token', { renewals: tok.renewals });
+  }
+
+  function setTokenSource(fn) {
+    if (typeof fn !== 'function') throw new Error('presence: setTokenSource needs a function returning a Promise<string>');
+    tok.fn = fn;
+    if (cfg) scheduleRenew();
+  }
+
+  // ------------------------------------------------------ duplicated tabs
+
+  // A duplicated tab (window.open of this URL, "Duplicate tab") starts with a
+  // copy of sessionStorage, so with this tab's sid: closing either would end
+  // the other's session. At load a tab whose sid came from storage asks the
+  // others whether it is taken; if a live tab answers, it takes a new one.
+  // Its streams are held (sse-connect renamed) until then, so that no
+  // stream ever joins in the other tab's session.
+  var CLAIM_WAIT = 300; // ms: other tabs answer within a few
+  var chan = null;
+  var me = newSessionId();
+
+  function openChannel() {
+    if (chan || !window.BroadcastChannel) return;
+    try { chan = new BroadcastChannel('presence.sid'); } catch (e) { return; }
+    chan.onmessage = function (e) {
+      var m = e.data || {};
+      if (m.t === 'who' && m.from !== me && m.sid === sessionId && !st.claiming && !st.gone) {
+        chan.postMessage({ t: 'mine', sid: m.sid, to: m.from });
+      } else if (m.t === 'mine' && m.to === me && st.claiming && m.sid === sessionId) {
+        st.taken = true;
+      }
+    };
+  }
+
+  function closeChannel() {
+    if (chan) { chan.close(); chan = null; }
+  }
+
+  function holdStreams() {
+    var held = [];
+    var els = connectEls();
+    for (var i = 0; i < els.length; i++) {
+      if (sourceOf(els[i])) continue;
+      var name = connectAttr(els[i]);
+      held.push([els[i], name, els[i].getAttribute(name)]);
+      els[i].removeAttribute(name);
+    }
+    return held;
+  }
+
+  function heldSource() {
+    var noop = function () {};
+    return { readyState: 2, url: '', withCredentials: true, __presenceClosed: true,
+      addEventListener: noop, removeEventListener: noop, close: noop, onerror: null, onopen: null };
+  }
+
+  function releaseStreams(held) {
+    for (var i = 0; i < held.length; i++) {
+      var el = held[i][0];
+      el.setAttribute(held[i][1], fixStreamURL(held[i][2]));
+      var d = internal(el);
+      // Processed by htmx while held (without sse-connect): open it now.
+      // Not yet processed: htmx will, with the restored attribute.
+      if (d && d.initHash) reconnect(el);
+    }
+  }
+
+  function claimSession(fromStorage, done) {
+    openChannel();
+    var shared = sharedWanted();
+    // Shared mode holds the page's streams for good: the leader's carries them.
+    var sharedHeld = shared ? holdStreams() : null;
+    if (shared) st.hold = true;
+    var finish = function (held) {
+      if (!shared) st.hold = false;
+      if (shared) startShared(sharedHeld);
+      else if (held) releaseStreams(held);
+      done();
+    };
+    if (!fromStorage || !chan) { finish(null); return; }
+    st.claiming = true;
+    st.hold = true;
+    var held = shared ? null : holdStreams();
+    chan.postMessage({ t: 'who', sid: sessionId, from: me });
+    setTimeout(function () {
+      if (st.taken) {
+        sessionId = SID_RE.test(cfg.sessionId) && cfg.sessionId !== sessionId ? cfg.sessionId : newSessionId();
+        storage('set', SID_KEY, sessionId);
+        api.sessionId = sessionId;
+        emit('presence:session', { sessionId: sessionId, duplicated: true });
+      }
+      st.claiming = false;
+      st.taken = false;
+      finish(held);
+    }, CLAIM_WAIT);
+  }
+
+  // ------------------------------------------------- one stream per browser
+
+  // Shared mode (a data-presence-shared element, or data-shared="1"): the
+  // tabs of this origin elect a leader with a Web Lock; the leader holds ONE
+  // watch-only stream for the union of the rooms and users the tabs show
+  // and relays every event over a BroadcastChannel; each tab swaps them into
+  // its own sse-swap elements as htmx-ext-sse would. Each tab keeps its own
+  // session (heartbeats) and joins its room with POST /api/presence/room/…,
+  // since the watch-only stream joins nothing. Over HTTP/1.1 a browser has
+  // six connections per origin: this keeps many tabs at one.
+  var sh = null;
+
+  function sharedWanted() {
+    return !!(window.BroadcastChannel && navigator.locks && navigator.locks.request &&
+      (document.querySelector('[data-presence-shared]') || /^(1|true|yes|on)$/i.test(cfg.shared || '')));
+  }
+
+  function splitList(v) {
+    var out = [];
+    String(v || '').split(',').forEach(function (p) { p = p.trim(); if (p) out.push(p); });
+    return out;
+  }
+
+  // The topics of one held sse-connect URL.
+  function topicsOf(raw) {
+    var t = { room: '', join: false, rooms: [], users: [], list: false, max: '' };
+    var u;
+    try { u = new URL(raw, window.location.href); } catch (e) { return t; }
+    var m = /^\/sse\/room\/([^/]+)$/.exec(u.pathname);
+    t.room = m ? decodeURIComponent(m[1]) : (u.searchParams.get('room') || '');
+    t.join = !!t.room && !/^(1|true|yes|on)$/i.test(u.searchParams.get('watch') || '');
+    t.rooms = splitList(u.searchParams.get('rooms'));
+    t.users = splitList(u.searchParams.get('users') || (u.pathname === '/sse/users' ? u.searchParams.get('ids') : ''));
+    t.list = u.searchParams.get('list') === '1';
+    t.max = u.searchParams.get('max') || '';
+    return t;
+  }
+
+  function startShared(held) {
+    sh = { id: me, els: [], leader: false, release: null, es: null, tabs: {}, cache: {}, union: '', timer: 0, chan: null, retry: 0 };
+    api.__shared = sh;
+    for (var i = 0; i < held.length; i++) {
+      held[i][0].setAttribute('data-presence-shared-stream', '');
+      sh.els.push({ el: held[i][0], t: topicsOf(held[i][2]) });
+    }
+    sh.chan = new BroadcastChannel('presence.shared');
+    sh.chan.onmessage = function (e) { onShared(e.data || {}); };
+    joinRooms();
+    announce();
+    elect();
+  }
+
+  function myTopics() {
+    var rooms = [], users = [], list = false, max = '';
+    sh.els.forEach(function (x) {
+      if (x.t.room && rooms.indexOf(x.t.room) < 0) rooms.push(x.t.room);
+      x.t.rooms.forEach(function (r) { if (rooms.indexOf(r) < 0) rooms.push(r); });
+      x.t.users.forEach(function (u) { if (users.indexOf(u) < 0) users.push(u); });
+      list = list || x.t.list;
+      max = max || x.t.max;
+    });
+    return { rooms: rooms, users: users, list: list, max: max };
+  }
+
+  function joinRooms() {
+    sh.els.forEach(function (x) {
+      if (x.t.join) post('/api/presence/room/' + encodeURIComponent(x.t.room), { action: 'join', sessionId: sessionId });
+    });
+  }
+
+  function announce() {
+    var t = myTopics();
+    var m = { t: 'topics', from: sh.id, rooms: t.rooms, users: t.users, list: t.list, max: t.max };
+    if (sh.leader) onShared(m);
+    else sh.chan.postMessage(m);
+  }
+
+  function elect() {
+    // A waiting lock request also keeps a page out of the back/forward
+    // cache: it is aborted on pagehide (sharedHide).
+    var ac = window.AbortController ? new AbortController() : null;
+    sh.abort = ac;
+    navigator.locks.request('presence.leader', ac ? { signal: ac.signal } : {}, function () {
+      if (st.gone || !sh) return null;
+      return new Promise(function (resolve) {
+        sh.release = resolve;
+        sh.leader = true;
+        sh.tabs = {};
+        sh.tabs[sh.id] = withSeen(myTopics());
+        sh.chan.postMessage({ t: 'hello' });
+        // Give the other tabs a moment to say what they show.
+        clearTimeout(sh.timer);
+        sh.timer = setTimeout(openShared, 200);
+      });
+    }).catch(function () { /* aborted */ });
+  }
+
+  function abdicate() {
+    if (!sh) return;
+    clearTimeout(sh.timer);
+    if (sh.es) { sh.es.close(); sh.es = null; }
+    sh.union = '';
+    sh.leader = false;
+    if (sh.release) { var r = sh.release; sh.release = null; r(); }
+  }
+
+  function withSeen(t) { t.seen = Date.now(); return t; }
+
+  function onShared(m) {
+    if (!sh || st.gone) return;
+    if (m.t === 'ev') { if (!sh.leader) dispatch(m.name, m.data); return; }
+    if (m.t === 'conn') { if (!sh.leader) setSharedConn(m.state); return; }
+    if (m.t === 'hello') { if (!sh.leader) announce(); return; }
+    if (!sh.leader) return;
+    if (m.t === 'topics') {
+      sh.tabs[m.from] = withSeen({ rooms: m.rooms || [], users: m.users || [], list: !!m.list, max: m.max || '' });
+      if (!reopenIfNeeded()) {
+        // Covered already: this tab gets the current state from the cache.
+        for (var name in sh.cache) {
+          if (Object.prototype.hasOwnProperty.call(sh.cache, name)) sh.chan.postMessage({ t: 'ev', name: name, data: sh.cache[name], to: m.from });
+        }
+        if (sh.es && sh.es.readyState === 1) sh.chan.postMessage({ t: 'conn', state: 'open' });
+      }
+    } else if (m.t === 'bye') {
+      delete sh.tabs[m.from];
+      reopenIfNeeded();
+    }
+  }
+
+  function unionOf() {
+    var rooms = [], users = [], list = false, max = '';
+    var now = Date.now();
+    for (var id in sh.tabs) {
+      if (!Object.prototype.hasOwnProperty.call(sh.tabs, id)) continue;
+      var t = sh.tabs[id];
+      if (id !== sh.id && now - t.seen > 3 * cfg.heartbeat + 5000) { delete sh.tabs[id]; continue; } // gone quietly
+      t.rooms.forEach(function (r) { if (rooms.indexOf(r) < 0) rooms.push(r); });
+      t.users.forEach(function (u) { if (users.indexOf(u) < 0) users.push(u); });
+      list = list || t.list;
+      max = max || t.max;
+    }
+    rooms.sort();
+    users.sort();
+    return { rooms: rooms.slice(0, 16), users: users.slice(0, 100), list: list, max: max };
+  }
+
+  function reopenIfNeeded() {
+    var u = unionOf();
+    var key = JSON.stringify(u);
+    if (key === sh.union && sh.es) return false;
+    clearTimeout(sh.timer);
+    sh.timer = setTimeout(openShared, 50);
+    return true;
+  }
+
+  function openShared() {
+    if (!sh || !sh.leader || st.gone) return;
+    var u = unionOf();
+    sh.union = JSON.stringify(u);
+    var q = new URLSearchParams();
+    if (u.rooms.length) q.set('rooms', u.rooms.join(','));
+    if (u.users.length) q.set('users', u.users.join(','));
+    q.set('watch', '1');
+    if (u.list) q.set('list', '1');
+    if (u.max) q.set('max', u.max);
+    if (cfg.token) q.set('token', cfg.token);
+    var es = new EventSource(url('/sse?' + q.toString()), { withCredentials: true });
+    var old = sh.es;
+    sh.es = es;
+    sh.cache = {};
+    var names = [];
+    u.rooms.forEach(function (r) { names.push('members-' + r, 'typing-' + r, 'member-list-' + r); });
+    u.users.forEach(function (id) { names.push('presence-' + id); });
+    names.forEach(function (name) {
+      es.addEventListener(name, function (e) {
+        if (sh.es !== es) return;
+        sh.cache[name] = e.data;
+        sh.chan.postMessage({ t: 'ev', name: name, data: e.data });
+        dispatch(name, e.data);
+      });
+    });
+    es.onopen = function () {
+      if (old) { old.close(); old = null; }
+      sh.retry = 0;
+      broadcastConn('open');
+    };
+    es.onerror = function () {
+      if (sh.es !== es) return;
+      broadcastConn('reconnecting');
+      if (es.readyState === 2) { // failed (a 401, say): renew and retry with backoff
+        sh.retry = Math.min((sh.retry || 0) + 1, 6);
+        var again = function () { if (sh.es === es && sh.leader) openShared(); };
+        if (tokenSource()) renewToken('stream').then(function () { setTimeout(again, 500); });
+        else setTimeout(again, 500 * Math.pow(2, sh.retry));
+      }
+    };
+  }
+
+  function broadcastConn(state) {
+    setSharedConn(state);
+    sh.chan.postMessage({ t: 'conn', state: state });
+  }
+
+  function setSharedConn(state) {
+    sh.els.forEach(function (x) { setConn(x.el, state); });
+  }
+
+  // dispatch swaps one relayed event into this tab's sse-swap elements, as
+  // htmx-ext-sse would: members-R goes to a stream of room R as members,
+  // and as members-R to a stream that lists R in rooms=.
+  function dispatch(name, data) {
+    var hx = window.htmx;
+    if (!hx || !sh) return;
+    var m = /^(members|typing|member-list)-(.+)$/.exec(name);
+    sh.els.forEach(function (x) {
+      var local = null;
+      if (m && x.t.room === m[2]) local = m[1];
+      else if (m && x.t.rooms.indexOf(m[2]) >= 0) local = name;
+      else if (!m && x.t.users.indexOf(name.slice('presence-'.length)) >= 0) local = name;
+      if (!local) return;
+      var swaps = [x.el].concat([].slice.call(x.el.querySelectorAll('[sse-swap],[data-sse-swap]')));
+      swaps.forEach(function (el) {
+        var v = el.getAttribute('sse-swap') || el.getAttribute('data-sse-swap');
+        if (!v || splitList(v).indexOf(local) < 0) return;
+        if (el !== x.el && el.parentElement.closest('[data-presence-shared-stream]') !== x.el) return;
+        if (!hx.trigger(el, 'htmx:sseBeforeMessage', { data: data, type: local })) return;
+        var spec = el.closest('[hx-swap]');
+        var style = spec ? spec.getAttribute('hx-swap').split(/\s+/)[0] : 'innerHTML';
+        hx.swap(el, data, { swapStyle: style });
+        hx.trigger(el, 'htmx:sseMessage', { data: data, type: local });
+      });
+    });
+  }
+
+  function sharedHide() {
+    if (!sh) return;
+    if (sh.abort && !sh.leader) { sh.abort.abort(); sh.abort = null; }
+    if (!sh.leader) sh.chan.postMessage({ t: 'bye', from: sh.id });
+    abdicate();
+  }
+
+  function sharedShow() {
+    if (!sh) return;
+    joinRooms();
+    announce();
+    elect();
+  }
+
   // ----------------------------------------------------------------- start
 
   function onClick(e) {
@@ -546,7 +1143,7 @@
     st.idleTimer = setInterval(checkIdle, Math.max(250, Math.min(10000, Math.floor(cfg.idle / 4))));
     api.sessionId = sessionId;
     renderPicker();
-    beat(false);
+    claimSession(sidFromStorage, function () { if (!st.gone) beat(false); });
   }
 
   function start() {
@@ -556,8 +1153,20 @@
     on(document, 'error', onError, true);
     on(document, 'htmx:sseBeforeMessage', onSSEBeforeMessage);
     on(document, 'htmx:load', onHtmxLoad);
+    on(document, 'htmx:sseOpen', onSSEOpen);
+    on(document, 'htmx:sseError', onSSEError);
+    on(window, 'pagehide', onLifecycleHide);
+    on(window, 'pageshow', onLifecycleShow);
+    // A frozen leader relays nothing: hand the stream over, take part again
+    // on resume.
+    on(document, 'freeze', sharedHide);
+    on(document, 'resume', sharedShow);
+    var els = connectEls();
+    for (var i = 0; i < els.length; i++) if (!sourceOf(els[i]) || sourceOf(els[i]).readyState !== 1) setConn(els[i], 'reconnecting');
     tidy(document);
     if (cfg.mode === 'full') startFull();
+    else openChannel();
+    scheduleRenew();
   }
 
   var api = {
@@ -571,14 +1180,20 @@
     startTyping: function (room) { if (full) startTyping(room || cfg.room); },
     stopTyping: function (room) { stopTyping(room || cfg.room); },
     fixStreamURL: fixStreamURL,
+    setTokenSource: setTokenSource,
+    renewToken: function () { return renewToken('manual'); },
+    reconnect: reconnectAll,
     destroy: function () {
       clearTimeout(st.beatTimer);
+      clearTimeout(tok.timer);
+      closeChannel();
       clearInterval(st.idleTimer);
       for (var i = 0; i < listeners.length; i++) listeners[i][0].removeEventListener(listeners[i][1], listeners[i][2], listeners[i][3]);
       listeners = [];
       delete window.Presence;
     },
     __state: st,
+    __tokens: tok,
     __tick: function () { if (full) checkIdle(); },
     __upgrade: function (next) {
       if (!cfg || full || next.mode !== 'full') return;
