@@ -305,7 +305,6 @@ func Do(ctx context.Context, c *http.Client, method, url, token, body string) (i
 	return res.StatusCode, b, err
 }
 
-
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
