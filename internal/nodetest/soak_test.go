@@ -489,10 +489,14 @@ func TestSoak(t *testing.T) {
 		long     []episode
 		longest  episode
 		checks   atomic.Int64
+		episodes int   // divergences of any length
+		unknown  int64 // membership checks skipped as not known
+		excusedN int64 // subscriber checks skipped (frozen, just resumed, reconnecting)
 		checkErr sync.WaitGroup
 	)
 	closeEp := func(k string, ep *episode, at time.Time) {
 		ep.end = at
+		episodes++
 		if d := ep.end.Sub(ep.start); d > longest.end.Sub(longest.start) {
 			longest = *ep
 		}
@@ -528,6 +532,9 @@ func TestSoak(t *testing.T) {
 				excused := sk.frozen[w.node].Load() ||
 					now.Sub(time.Unix(0, sk.thawed[w.node].Load())) < time.Second || !w.c.Synced()
 				seen := map[string]bool{}
+				if excused {
+					excusedN++
+				}
 				if !excused {
 					users := w.c.Users()
 					for _, u := range sk.users {
@@ -561,6 +568,7 @@ func TestSoak(t *testing.T) {
 							truth := members[r][u]
 							if truth == -1 {
 								// Not known: not checked.
+								unknown++
 								if ep := open[k]; ep != nil {
 									closeEp(k, ep, now)
 								}
@@ -670,6 +678,8 @@ func TestSoak(t *testing.T) {
 		}
 		return fmt.Sprintf("%.1fs after %s (node %d)", ep.start.Sub(last.at).Seconds(), last.kind, last.node)
 	}
+	fmt.Fprintf(&b, "divergences of any length: %d; subscriber checks excused (frozen, just resumed, reconnecting): %d of %d; membership checks not known (skipped): %d\n",
+		episodes, excusedN, checks.Load()*int64(len(watchers)), unknown)
 	fmt.Fprintf(&b, "divergences past %v: %d\n", soakThreshold, len(long))
 	sort.Slice(long, func(i, j int) bool { return long[i].end.Sub(long[i].start) > long[j].end.Sub(long[j].start) })
 	for i, ep := range long {
