@@ -325,21 +325,20 @@ func (sk *soak) api(i, ui int, rng *rand.Rand) {
 		case <-time.After(time.Duration(800+rng.IntN(400)) * time.Millisecond):
 		}
 		node := rng.IntN(len(sk.nodes))
-		sk.o.mu.Lock()
-		live := s.alive(time.Now())
-		sk.o.mu.Unlock()
 		switch p := rng.Float64(); {
 		case p < 0.05:
 			status = []string{"online", "away", "busy"}[rng.IntN(3)]
-		case p < 0.09 && live:
+		case p < 0.09:
 			room := sk.rooms[rng.IntN(len(sk.rooms))]
+			send := time.Now()
 			code, err := sk.post(node, token, "/api/presence/room/"+room, `{"action":"join","sessionId":"`+sid+`"}`)
 			if err == nil && code/100 == 2 {
+				// A join creates or refreshes the session as a heartbeat
+				// with no status does.
 				sk.o.mu.Lock()
-				if s.alive(time.Now()) {
-					s.apiRooms[room] = true
-					delete(s.maybeRooms, room)
-				}
+				s.acked(send, time.Now(), "")
+				s.apiRooms[room] = true
+				delete(s.maybeRooms, room)
 				sk.o.mu.Unlock()
 			}
 		case p < 0.12:
@@ -371,29 +370,40 @@ func (sk *soak) api(i, ui int, rng *rand.Rand) {
 		send := time.Now()
 		code, err := sk.post(node, token, "/api/presence", `{"status":"`+status+`","sessionId":"`+sid+`"}`)
 		if err == nil && code/100 == 2 {
-			now := time.Now()
 			sk.o.mu.Lock()
-			// The store expired the session (if nothing renewed it) at
-			// the previous heartbeat's apply time + ttl, somewhere in
-			// [lastSend, lastAck] + ttl, plus up to a sweep late.
-			expLo, expHi := s.lastSend.Add(soakTTL), s.lastAck.Add(soakTTL+300*time.Millisecond)
-			switch {
-			case s.ended || !s.lastAck.IsZero() && send.After(expHi):
-				// Ended, or expired for sure: this heartbeat starts a new
-				// session, without the old one's rooms.
-				s.apiRooms, s.maybeRooms = map[string]bool{}, map[string]bool{}
-			case !s.lastAck.IsZero() && now.After(expLo):
-				// Its flight overlapped the expiry instant: the rooms may
-				// or may not have survived.
-				for r := range s.apiRooms {
-					s.maybeRooms[r] = true
-				}
-				s.apiRooms = map[string]bool{}
-			}
-			s.ended, s.lastAck, s.lastSend, s.status = false, now, send, status
+			s.acked(send, time.Now(), status)
 			sk.o.mu.Unlock()
 		}
 	}
+}
+
+// acked records an API session's acknowledged heartbeat or join (sent at
+// send, answered at now; status "" keeps the session's status, online for a
+// new one).
+func (s *sess) acked(send, now time.Time, status string) {
+	// The store expired the session (if nothing renewed it) at the previous
+	// sign of life's apply time + ttl, somewhere in [lastSend, lastAck] +
+	// ttl, plus up to a sweep late.
+	expLo, expHi := s.lastSend.Add(soakTTL), s.lastAck.Add(soakTTL+300*time.Millisecond)
+	fresh := s.ended || s.lastAck.IsZero()
+	switch {
+	case fresh || send.After(expHi):
+		// Ended, or expired for sure: this starts a new session, online
+		// unless told otherwise, without the old one's rooms.
+		s.apiRooms, s.maybeRooms = map[string]bool{}, map[string]bool{}
+		s.status = "online"
+	case now.After(expLo):
+		// Its flight overlapped the expiry instant: the rooms may or may
+		// not have survived.
+		for r := range s.apiRooms {
+			s.maybeRooms[r] = true
+		}
+		s.apiRooms = map[string]bool{}
+	}
+	if status != "" {
+		s.status = status
+	}
+	s.ended, s.lastAck, s.lastSend = false, now, send
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
