@@ -4,7 +4,7 @@ GO      ?= go
 PKGS    ?= ./...
 ADDR    ?= :8080
 
-.PHONY: run build test test-short bench bench-full generate check-generate lint vendor screenshots clean image image-test
+.PHONY: run build test test-short bench bench-full generate check-generate lint vendor screenshots soak clean image image-test
 CONTAINER ?= podman
 IMAGE     ?= presenced:latest
 REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null)
@@ -44,6 +44,13 @@ bench:
 ## bench-full: the BENCHMARKS.md figures at full size (50,000 streams, 10,000 subscribers, …), about 30 min
 bench-full:
 	GO=$(GO) scripts/bench-full.sh
+
+## soak: 3 gateway nodes on one Redis, simulated tabs and API clients, one fault every 15 s (kill -9, SIGSTOP,
+## CLIENT KILL TYPE pubsub, SHUTDOWN NOSAVE, DEBUG SLEEP 1) and an oracle checking every subscriber every 100 ms;
+## SOAK_DURATION (default 10m). Report in bin/soak/report.txt; fails on any divergence past ttl + 1 s. Not in make test.
+SOAK_DURATION ?= 10m
+soak:
+	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -tags soak -count=1 -timeout 60m -run '^TestSoak$$' -v ./internal/nodetest/
 
 generate:
 	$(GO) tool templ generate

@@ -1,0 +1,716 @@
+//go:build soak
+
+package nodetest
+
+// The soak under faults (make soak; not part of make test): three gateway
+// nodes on one redis-server, simulated browser tabs and API clients, one
+// fault every 15 s, and an oracle that derives the truth from what the
+// clients did and compares every watching subscriber's view with it every
+// 100 ms. What counts as truth and as a divergence: README.md, "Faults".
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/presenced/presenced/client"
+	"github.com/presenced/presenced/store/redistest"
+)
+
+const (
+	soakTTL       = 3 * time.Second
+	soakHeartbeat = time.Second
+	soakGrace     = time.Second
+	soakRefresh   = time.Second // min(ttl/3, heartbeat): the nodes' stream refresh interval
+	soakUsers     = 100
+	soakRooms     = 8
+	soakTabs      = 240
+	soakAPI       = 60
+	soakWatchers  = 2 // per node
+	faultEvery    = 15 * time.Second
+	checkEvery    = 100 * time.Millisecond
+	// A divergence counts when it lasts longer than this.
+	soakThreshold = soakTTL + time.Second
+)
+
+var statusRank = map[string]int{"busy": 3, "online": 2, "away": 1}
+
+// sess is the oracle's record of one session, written only from what its
+// client did and saw.
+type sess struct {
+	user string
+	tab  bool
+	// Tabs: the room the tab's stream holds and whether the stream is
+	// connected (its sync arrived, no disconnect since).
+	room      string
+	connected bool
+	lostAt    time.Time // when the tab's client saw its stream drop
+	closedAt  time.Time // when the tab was closed on purpose (zero: open)
+	// The last sign of life the client knows the gateway got: a 2xx
+	// heartbeat (taken at its answer) or the stream being connected.
+	lastAck  time.Time
+	lastSend time.Time // when that heartbeat was sent
+	status   string
+	ended    bool // an acknowledged explicit offline after the last ack
+	// API clients: rooms joined through the API (acknowledged).
+	apiRooms map[string]bool
+	// maybeRooms are API joins whose fate no client can know: the session
+	// may or may not have expired in the store just before a heartbeat
+	// renewed it (the heartbeat's flight overlapped the expiry instant),
+	// so its memberships may or may not have survived. Not checked until
+	// the client joins or leaves that room again or the session ends.
+	maybeRooms map[string]bool
+}
+
+// alive: the session is live at now.
+func (s *sess) alive(now time.Time) bool {
+	if s.ended {
+		return false
+	}
+	if s.tab && s.connected && s.closedAt.IsZero() {
+		return true
+	}
+	last := s.lastAck
+	if s.tab && !s.lostAt.IsZero() && s.lostAt.After(last) {
+		last = s.lostAt
+	}
+	if s.tab && !s.closedAt.IsZero() && s.closedAt.After(last) {
+		last = s.closedAt
+	}
+	return now.Before(last.Add(soakTTL))
+}
+
+// inRoom: whether the session is in room at now: 1 yes, 0 no, -1 not
+// known (maybeRooms).
+func (s *sess) inRoom(room string, now time.Time) int8 {
+	if !s.alive(now) {
+		return 0
+	}
+	if s.tab {
+		return b2i(s.inRoomTab(room, now))
+	}
+	if s.apiRooms[room] {
+		return 1
+	}
+	if s.maybeRooms[room] {
+		return -1
+	}
+	return 0
+}
+
+func b2i(b bool) int8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (s *sess) inRoomTab(room string, now time.Time) bool {
+	if s.tab {
+		if s.room != room || !s.closedAt.IsZero() {
+			return false
+		}
+		// A stream lost without a close (its node died or froze) keeps its
+		// membership for one refresh interval: the node's last refresh
+		// came up to one interval before, and the held membership's
+		// deadline is ttl + one refresh after it.
+		return s.connected || now.Before(s.lostAt.Add(soakRefresh))
+	}
+	return false
+}
+
+type oracle struct {
+	mu       sync.Mutex
+	sessions map[string]*sess // by session id
+	ops      atomic.Int64
+	failed   atomic.Int64
+}
+
+// truth: each user's status, and per room each user's membership (1 in,
+// -1 not known, absent: out).
+func (o *oracle) truth(now time.Time, rooms []string) (status map[string]string, members map[string]map[string]int8) {
+	status = map[string]string{}
+	members = map[string]map[string]int8{}
+	for _, r := range rooms {
+		members[r] = map[string]int8{}
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for id, s := range o.sessions {
+		if !s.alive(now) {
+			// A tab closed long ago, or an ended one: forget it.
+			if s.tab && !s.closedAt.IsZero() && now.Sub(s.closedAt) > time.Minute {
+				delete(o.sessions, id)
+			}
+			continue
+		}
+		if statusRank[s.status] > statusRank[status[s.user]] {
+			status[s.user] = s.status
+		}
+		for _, r := range rooms {
+			switch v := s.inRoom(r, now); {
+			case v == 1:
+				members[r][s.user] = 1
+			case v == -1 && members[r][s.user] == 0:
+				members[r][s.user] = -1
+			}
+		}
+	}
+	return status, members
+}
+
+// stateLost is a Redis restart without its data: API memberships are gone
+// for good (no client re-asserts them); sessions come back with the
+// clients' next heartbeat or the nodes' stream refresh.
+func (o *oracle) stateLost() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, s := range o.sessions {
+		if !s.tab {
+			s.apiRooms, s.maybeRooms = map[string]bool{}, map[string]bool{}
+		}
+	}
+}
+
+type soak struct {
+	t       *testing.T
+	o       *oracle
+	nodes   []*Node
+	frozen  []atomic.Bool
+	thawed  []atomic.Int64 // unix nano of the last SIGCONT or restart
+	tokens  []string
+	users   []string
+	rooms   []string
+	hc      *http.Client
+	ctx     context.Context
+	started time.Time
+}
+
+func (sk *soak) post(node int, token, path, body string) (int, error) {
+	sk.o.ops.Add(1)
+	code, _, err := Do(sk.ctx, sk.hc, http.MethodPost, sk.nodes[node].Base+path, token, body)
+	if err != nil || code/100 != 2 {
+		sk.o.failed.Add(1)
+	}
+	return code, err
+}
+
+// tab simulates one browser tab of a user: a room stream held open,
+// heartbeats with its status every second, status changes, typing, and
+// closes (with or without an explicit offline) followed by a reopen in a
+// fresh session, on a random node and room.
+func (sk *soak) tab(ui int, rng *rand.Rand) {
+	user, token := sk.users[ui], sk.tokens[ui]
+	for sk.ctx.Err() == nil {
+		node, room := rng.IntN(len(sk.nodes)), sk.rooms[rng.IntN(len(sk.rooms))]
+		sid := fmt.Sprintf("tab-%s-%08x", user, rng.Uint32())
+		s := &sess{user: user, tab: true, room: room, status: "online"}
+		sk.o.mu.Lock()
+		sk.o.sessions[sid] = s
+		sk.o.mu.Unlock()
+		cctx, cancel := context.WithCancel(sk.ctx)
+		c, err := client.New(client.Config{
+			BaseURL: sk.nodes[node].Base, Room: room, SessionID: sid, Token: token,
+			MinBackoff: 200 * time.Millisecond, MaxBackoff: time.Second, IdleTimeout: -1,
+			OnEvent: func(ev client.Event) {
+				now := time.Now()
+				sk.o.mu.Lock()
+				defer sk.o.mu.Unlock()
+				switch {
+				case ev.Type == client.EventSync && ev.Topic == "room:"+room:
+					s.connected = true
+				case ev.Type == client.EventDisconnected && s.connected:
+					s.connected, s.lostAt = false, now
+				}
+			},
+		})
+		if err != nil {
+			sk.t.Errorf("client: %v", err)
+			cancel()
+			return
+		}
+		sk.o.ops.Add(1)
+		done := make(chan struct{})
+		go func() { _ = c.Run(cctx); close(done) }()
+		status := "online"
+		closeTab := func(offline bool) {
+			cancel()
+			<-done
+			now := time.Now()
+			sk.o.mu.Lock()
+			if s.connected {
+				s.connected, s.lostAt = false, now
+			}
+			s.closedAt = now
+			sk.o.mu.Unlock()
+			sk.o.ops.Add(1)
+			if offline {
+				// Closed first, then offline: as presence.js does on a
+				// sign-out, so that no stream of this session re-joins.
+				code, err := sk.post(node, token, "/api/presence", `{"status":"offline","sessionId":"`+sid+`"}`)
+				if err == nil && code/100 == 2 {
+					sk.o.mu.Lock()
+					s.ended = true
+					sk.o.mu.Unlock()
+				}
+			}
+		}
+		open := true
+		for open && sk.ctx.Err() == nil {
+			select {
+			case <-sk.ctx.Done():
+			case <-time.After(time.Duration(800+rng.IntN(400)) * time.Millisecond):
+			}
+			if sk.ctx.Err() != nil {
+				break
+			}
+			switch p := rng.Float64(); {
+			case p < 0.05:
+				status = []string{"online", "away", "busy"}[rng.IntN(3)]
+			case p < 0.10:
+				_, _ = sk.post(node, token, "/api/presence/room/"+room+"/typing", fmt.Sprintf(`{"typing":%v}`, rng.IntN(2) == 0))
+			case p < 0.13:
+				closeTab(false)
+				open = false
+				continue
+			case p < 0.14:
+				closeTab(true)
+				open = false
+				continue
+			}
+			code, err := sk.post(node, token, "/api/presence", `{"status":"`+status+`","sessionId":"`+sid+`"}`)
+			if err == nil && code/100 == 2 {
+				now := time.Now()
+				sk.o.mu.Lock()
+				s.lastAck, s.status = now, status
+				sk.o.mu.Unlock()
+			}
+		}
+		if open {
+			cancel()
+			<-done
+			return
+		}
+		select {
+		case <-sk.ctx.Done():
+		case <-time.After(time.Duration(1000+rng.IntN(4000)) * time.Millisecond):
+		}
+	}
+}
+
+// api simulates an API client (a device, a bot): heartbeats through a random
+// node every second, status changes, room joins and leaves, explicit
+// offlines, and silences long enough to expire.
+func (sk *soak) api(i, ui int, rng *rand.Rand) {
+	user, token := sk.users[ui], sk.tokens[ui]
+	sid := fmt.Sprintf("api-%s-%04d", user, i)
+	s := &sess{user: user, status: "online", apiRooms: map[string]bool{}, maybeRooms: map[string]bool{}}
+	sk.o.mu.Lock()
+	sk.o.sessions[sid] = s
+	sk.o.mu.Unlock()
+	status := "online"
+	for sk.ctx.Err() == nil {
+		select {
+		case <-sk.ctx.Done():
+			return
+		case <-time.After(time.Duration(800+rng.IntN(400)) * time.Millisecond):
+		}
+		node := rng.IntN(len(sk.nodes))
+		switch p := rng.Float64(); {
+		case p < 0.05:
+			status = []string{"online", "away", "busy"}[rng.IntN(3)]
+		case p < 0.09:
+			room := sk.rooms[rng.IntN(len(sk.rooms))]
+			send := time.Now()
+			code, err := sk.post(node, token, "/api/presence/room/"+room, `{"action":"join","sessionId":"`+sid+`"}`)
+			if err == nil && code/100 == 2 {
+				// A join creates or refreshes the session as a heartbeat
+				// with no status does.
+				sk.o.mu.Lock()
+				s.acked(send, time.Now(), "")
+				s.apiRooms[room] = true
+				delete(s.maybeRooms, room)
+				sk.o.mu.Unlock()
+			}
+		case p < 0.12:
+			room := sk.rooms[rng.IntN(len(sk.rooms))]
+			// Leave first in the oracle: from the request on, the room
+			// may already show it.
+			sk.o.mu.Lock()
+			delete(s.apiRooms, room)
+			sk.o.mu.Unlock()
+			code, err := sk.post(node, token, "/api/presence/room/"+room, `{"action":"leave","sessionId":"`+sid+`"}`)
+			if err == nil && code/100 == 2 {
+				sk.o.mu.Lock()
+				delete(s.maybeRooms, room)
+				sk.o.mu.Unlock()
+			}
+		case p < 0.14:
+			sk.o.mu.Lock()
+			s.ended, s.apiRooms, s.maybeRooms = true, map[string]bool{}, map[string]bool{}
+			sk.o.mu.Unlock()
+			_, _ = sk.post(node, token, "/api/presence", `{"status":"offline","sessionId":"`+sid+`"}`)
+			sleepCtx(sk.ctx, time.Duration(2000+rng.IntN(3000))*time.Millisecond)
+			continue
+		case p < 0.16:
+			// Silent past the TTL: the session expires.
+			sleepCtx(sk.ctx, time.Duration(5000+rng.IntN(3000))*time.Millisecond)
+			continue
+		}
+		// Every tick ends with a heartbeat, as a client's timer would.
+		send := time.Now()
+		code, err := sk.post(node, token, "/api/presence", `{"status":"`+status+`","sessionId":"`+sid+`"}`)
+		if err == nil && code/100 == 2 {
+			sk.o.mu.Lock()
+			s.acked(send, time.Now(), status)
+			sk.o.mu.Unlock()
+		}
+	}
+}
+
+// acked records an API session's acknowledged heartbeat or join (sent at
+// send, answered at now; status "" keeps the session's status, online for a
+// new one).
+func (s *sess) acked(send, now time.Time, status string) {
+	// The store expired the session (if nothing renewed it) at the previous
+	// sign of life's apply time + ttl, somewhere in [lastSend, lastAck] +
+	// ttl, plus up to a sweep late.
+	expLo, expHi := s.lastSend.Add(soakTTL), s.lastAck.Add(soakTTL+300*time.Millisecond)
+	fresh := s.ended || s.lastAck.IsZero()
+	switch {
+	case fresh || send.After(expHi):
+		// Ended, or expired for sure: this starts a new session, online
+		// unless told otherwise, without the old one's rooms.
+		s.apiRooms, s.maybeRooms = map[string]bool{}, map[string]bool{}
+		s.status = "online"
+	case now.After(expLo):
+		// Its flight overlapped the expiry instant: the rooms may or may
+		// not have survived.
+		for r := range s.apiRooms {
+			s.maybeRooms[r] = true
+		}
+		s.apiRooms = map[string]bool{}
+	}
+	if status != "" {
+		s.status = status
+	}
+	s.ended, s.lastAck, s.lastSend = false, now, send
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+type episode struct {
+	sub        string
+	key        string
+	start, end time.Time
+	view       string
+	truth      string
+}
+
+type fault struct {
+	at   time.Time
+	kind string
+	node int
+}
+
+func TestSoak(t *testing.T) {
+	dur := 10 * time.Minute
+	if v := os.Getenv("SOAK_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("SOAK_DURATION: %v", err)
+		}
+		dur = d
+	}
+	redis := redistest.StartWith(t, "--enable-debug-command", "local")
+	secret := Secret()
+	sk := &soak{t: t, o: &oracle{sessions: map[string]*sess{}},
+		hc: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}}
+	for i := range 3 {
+		sk.nodes = append(sk.nodes, Start(t, fmt.Sprintf("n%d", i), Options{
+			RedisURL: redis.URL, Secret: secret, TTL: soakTTL, Heartbeat: soakHeartbeat, LeaveGrace: soakGrace,
+		}))
+	}
+	sk.frozen = make([]atomic.Bool, len(sk.nodes))
+	sk.thawed = make([]atomic.Int64, len(sk.nodes))
+	for i := range soakUsers {
+		u := fmt.Sprintf("u%03d", i)
+		sk.users = append(sk.users, u)
+		sk.tokens = append(sk.tokens, Token(t, secret, u, "User "+u))
+	}
+	for i := range soakRooms {
+		sk.rooms = append(sk.rooms, fmt.Sprintf("r%d", i))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sk.ctx = ctx
+	sk.started = time.Now()
+	var wg sync.WaitGroup
+	for i := range soakTabs {
+		wg.Add(1)
+		go func() { defer wg.Done(); sk.tab(i%soakUsers, rand.New(rand.NewPCG(uint64(i), 1))) }()
+	}
+	for i := range soakAPI {
+		wg.Add(1)
+		go func() { defer wg.Done(); sk.api(i, (i*7)%soakUsers, rand.New(rand.NewPCG(uint64(i), 2))) }()
+	}
+
+	// Watch-only JSON subscribers on every node: all rooms, all users.
+	type watcher struct {
+		name string
+		node int
+		c    *client.Client
+	}
+	var watchers []watcher
+	for n := range sk.nodes {
+		for w := range soakWatchers {
+			tok := Token(t, secret, fmt.Sprintf("watch-%d-%d", n, w), "Watcher")
+			c, err := client.New(client.Config{
+				BaseURL: sk.nodes[n].Base, Rooms: sk.rooms, Users: sk.users, Watch: true, Token: tok,
+				MinBackoff: 200 * time.Millisecond, MaxBackoff: time.Second, IdleTimeout: -1,
+				OnEvent: func(client.Event) {},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			watchers = append(watchers, watcher{fmt.Sprintf("n%d/w%d", n, w), n, c})
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = c.Run(ctx) }()
+		}
+	}
+
+	// The oracle's check, every 100 ms.
+	var (
+		emu      sync.Mutex
+		open     = map[string]*episode{} // sub|key → running divergence
+		long     []episode
+		longest  episode
+		checks   atomic.Int64
+		episodes int   // divergences of any length
+		unknown  int64 // membership checks skipped as not known
+		excusedN int64 // subscriber checks skipped (frozen, just resumed, reconnecting)
+		checkErr sync.WaitGroup
+	)
+	closeEp := func(k string, ep *episode, at time.Time) {
+		ep.end = at
+		episodes++
+		if d := ep.end.Sub(ep.start); d > longest.end.Sub(longest.start) {
+			longest = *ep
+		}
+		if ep.end.Sub(ep.start) > soakThreshold {
+			long = append(long, *ep)
+		}
+		delete(open, k)
+	}
+	checkErr.Add(1)
+	go func() {
+		defer checkErr.Done()
+		tick := time.NewTicker(checkEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			now := time.Now()
+			if now.Sub(sk.started) < 5*time.Second {
+				continue // warm-up: everyone connecting
+			}
+			status, members := sk.o.truth(now, sk.rooms)
+			checks.Add(1)
+			emu.Lock()
+			for _, w := range watchers {
+				// A subscriber is excused while its node is frozen (it
+				// cannot send anything), for a second after its node
+				// resumed or restarted (the backlog arriving), and while it
+				// is not synced (reconnecting: its view is the last one
+				// seen, on purpose stale).
+				excused := sk.frozen[w.node].Load() ||
+					now.Sub(time.Unix(0, sk.thawed[w.node].Load())) < time.Second || !w.c.Synced()
+				seen := map[string]bool{}
+				if excused {
+					excusedN++
+				}
+				if !excused {
+					users := w.c.Users()
+					for _, u := range sk.users {
+						view := "offline"
+						if p := users[u]; p != nil {
+							view = string(p.Status)
+						}
+						truth := status[u]
+						if truth == "" {
+							truth = "offline"
+						}
+						k := w.name + "|status:" + u
+						seen[k] = true
+						if view != truth {
+							if ep := open[k]; ep == nil {
+								open[k] = &episode{sub: w.name, key: "status:" + u, start: now, view: view, truth: truth}
+							}
+						} else if ep := open[k]; ep != nil {
+							closeEp(k, ep, now)
+						}
+					}
+					for _, r := range sk.rooms {
+						room, _ := w.c.Room(r)
+						in := map[string]bool{}
+						for _, m := range room.Members {
+							in[m.ID] = true
+						}
+						for _, u := range sk.users {
+							k := w.name + "|member:" + r + ":" + u
+							seen[k] = true
+							truth := members[r][u]
+							if truth == -1 {
+								// Not known: not checked.
+								unknown++
+								if ep := open[k]; ep != nil {
+									closeEp(k, ep, now)
+								}
+								continue
+							}
+							if in[u] != (truth == 1) {
+								if ep := open[k]; ep == nil {
+									open[k] = &episode{sub: w.name, key: "member:" + r + ":" + u, start: now,
+										view: fmt.Sprint(in[u]), truth: fmt.Sprint(truth == 1)}
+								}
+							} else if ep := open[k]; ep != nil {
+								closeEp(k, ep, now)
+							}
+						}
+					}
+				}
+				// An excused subscriber's running divergences end here.
+				for k, ep := range open {
+					if strings.HasPrefix(k, w.name+"|") && !seen[k] {
+						closeEp(k, ep, now)
+					}
+				}
+			}
+			emu.Unlock()
+		}
+	}()
+
+	// The faults, one every 15 s, in turn.
+	kinds := []string{"kill9+restart", "sigstop/sigcont", "client-kill-pubsub", "redis-shutdown-nosave", "debug-sleep-1"}
+	var faults []fault
+	frng := rand.New(rand.NewPCG(42, 3))
+	deadline := sk.started.Add(dur)
+	for i := 0; ; i++ {
+		next := sk.started.Add(time.Duration(i+1) * faultEvery)
+		if next.After(deadline) {
+			break
+		}
+		time.Sleep(time.Until(next))
+		kind := kinds[i%len(kinds)]
+		n := frng.IntN(len(sk.nodes))
+		f := fault{at: time.Now(), kind: kind, node: -1}
+		switch kind {
+		case "kill9+restart":
+			f.node = n
+			sk.nodes[n].Kill()
+			time.Sleep(time.Second)
+			sk.nodes[n].start()
+			sk.thawed[n].Store(time.Now().UnixNano())
+		case "sigstop/sigcont":
+			f.node = n
+			sk.frozen[n].Store(true)
+			sk.nodes[n].Stop()
+			time.Sleep(time.Duration(2000+frng.IntN(2000)) * time.Millisecond)
+			sk.nodes[n].Cont()
+			sk.thawed[n].Store(time.Now().UnixNano())
+			sk.frozen[n].Store(false)
+		case "client-kill-pubsub":
+			redis.Do(t, "CLIENT", "KILL", "TYPE", "pubsub")
+		case "redis-shutdown-nosave":
+			redis.Restart(t)
+			sk.o.stateLost()
+		case "debug-sleep-1":
+			redis.Do(t, "DEBUG", "SLEEP", "1")
+		}
+		faults = append(faults, f)
+		t.Logf("%6.1fs fault %s node %d", time.Since(sk.started).Seconds(), kind, f.node)
+	}
+	time.Sleep(time.Until(deadline))
+	// Close the running divergences at the end (a divergence still open
+	// counts with its length so far).
+	emu.Lock()
+	end := time.Now()
+	for k, ep := range open {
+		closeEp(k, ep, end)
+	}
+	emu.Unlock()
+	cancel()
+	checkErr.Wait()
+	wg.Wait()
+
+	// The report.
+	var b strings.Builder
+	elapsed := end.Sub(sk.started)
+	fmt.Fprintf(&b, "soak: %v, 3 nodes on one Redis, %d tabs + %d API clients over %d users and %d rooms, %d watch-only subscribers\n",
+		elapsed.Round(time.Second), soakTabs, soakAPI, soakUsers, soakRooms, len(watchers))
+	fmt.Fprintf(&b, "timings: --ttl %v --heartbeat %v --leave-grace %v; divergence threshold ttl + 1 s = %v\n", soakTTL, soakHeartbeat, soakGrace, soakThreshold)
+	fmt.Fprintf(&b, "operations: %d (%d refused or failed, mostly during faults), %.0f/s; oracle checks: %d (every %v, %d keys per subscriber)\n",
+		sk.o.ops.Load(), sk.o.failed.Load(), float64(sk.o.ops.Load())/elapsed.Seconds(), checks.Load(), checkEvery, soakUsers*(1+soakRooms))
+	byKind := map[string]int{}
+	for _, f := range faults {
+		byKind[f.kind]++
+	}
+	fmt.Fprintf(&b, "faults: %d:", len(faults))
+	for _, k := range kinds {
+		fmt.Fprintf(&b, " %s %d,", k, byKind[k])
+	}
+	b.WriteString("\n")
+	cause := func(ep episode) string {
+		var last *fault
+		for i := range faults {
+			if !faults[i].at.After(ep.start) {
+				last = &faults[i]
+			}
+		}
+		if last == nil || ep.start.Sub(last.at) > faultEvery {
+			return "no fault before it"
+		}
+		return fmt.Sprintf("%.1fs after %s (node %d)", ep.start.Sub(last.at).Seconds(), last.kind, last.node)
+	}
+	fmt.Fprintf(&b, "divergences of any length: %d; subscriber checks excused (frozen, just resumed, reconnecting): %d of %d; membership checks not known (skipped): %d\n",
+		episodes, excusedN, checks.Load()*int64(len(watchers)), unknown)
+	fmt.Fprintf(&b, "divergences past %v: %d\n", soakThreshold, len(long))
+	sort.Slice(long, func(i, j int) bool { return long[i].end.Sub(long[i].start) > long[j].end.Sub(long[j].start) })
+	for i, ep := range long {
+		if i == 50 {
+			fmt.Fprintf(&b, "  … %d more\n", len(long)-50)
+			break
+		}
+		fmt.Fprintf(&b, "  %s %s: view %s, truth %s, for %v from %.1fs (%s)\n", ep.sub, ep.key, ep.view, ep.truth,
+			ep.end.Sub(ep.start).Round(100*time.Millisecond), ep.start.Sub(sk.started).Seconds(), cause(ep))
+	}
+	if longest.sub != "" {
+		fmt.Fprintf(&b, "longest divergence: %v, %s %s (view %s, truth %s) from %.1fs, %s\n",
+			longest.end.Sub(longest.start).Round(100*time.Millisecond), longest.sub, longest.key, longest.view, longest.truth,
+			longest.start.Sub(sk.started).Seconds(), cause(longest))
+	}
+	t.Log("\n" + b.String())
+	out := filepath.Join("..", "..", "bin", "soak")
+	if err := os.MkdirAll(out, 0o755); err == nil {
+		_ = os.WriteFile(filepath.Join(out, "report.txt"), []byte(b.String()), 0o644)
+	}
+	if len(long) > 0 {
+		t.Errorf("%d divergences lasted longer than %v", len(long), soakThreshold)
+	}
+}
