@@ -109,11 +109,13 @@ const logMaxLen = 100000
 // one call never blocks Redis for long.
 const sweepLimit = 500
 
-// NewRedis connects to redisURL (redis://…), enables keyspace-expiry
+// NewRedis connects to redisURL (redis://…, rediss://…, or
+// redis+sentinel://… for a primary found through Sentinel: see
+// SentinelScheme), enables keyspace-expiry
 // notifications when the server allows it, and starts the node's background
 // work: the change-feed subscriber and the deadline sweeper.
 func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logger) (*RedisStore, error) {
-	ropts, err := redis.ParseURL(redisURL)
+	client, db, err := newRedisClient(redisURL)
 	if err != nil {
 		return nil, fmt.Errorf("redis url: %w", err)
 	}
@@ -122,12 +124,12 @@ func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logg
 	}
 	opts = opts.withDefaults()
 	s := &RedisStore{
-		client:    redis.NewClient(ropts),
+		client:    client,
 		opts:      opts,
 		log:       log,
 		feed:      newFeed(opts.FeedBuffer),
 		channel:   opts.KeyPrefix + "events",
-		expiredCh: fmt.Sprintf("__keyevent@%d__:expired", ropts.DB),
+		expiredCh: fmt.Sprintf("__keyevent@%d__:expired", db),
 		ttlMarker: opts.KeyPrefix + "{u:",
 		reaps:     make(chan [2]string, 4096),
 		pending:   make(map[string]*Subscription),
