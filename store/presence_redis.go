@@ -52,6 +52,9 @@ type RedisStore struct {
 	// refreshPerItem makes RefreshStreams send one heartbeat script call per
 	// item instead of refresh_many.lua calls (benchmarks compare the two).
 	refreshPerItem bool
+	// noFastPath makes Heartbeat and Join skip refresh_fast.lua (benchmarks
+	// compare the two).
+	noFastPath bool
 
 	pubsub *redis.PubSub
 	reaps  chan [2]string // (user, session) from keyspace events
@@ -73,6 +76,10 @@ var _ Store = (*RedisStore)(nil)
 var (
 	//go:embed lua/lib.lua
 	luaLib string
+	//go:embed lua/fast.lua
+	luaFast string
+	//go:embed lua/refresh_fast.lua
+	luaRefreshFast string
 	//go:embed lua/heartbeat.lua
 	luaHeartbeat string
 	//go:embed lua/end_session.lua
@@ -97,10 +104,15 @@ var (
 
 type redisScripts struct {
 	heartbeat, endSession, leave, typing, sweep, members, typingRead, barrier, detach, refreshMany *redis.Script
+	// refreshFast is fast.lua alone: the hot refresh without the library.
+	refreshFast *redis.Script
 }
 
-// withLib puts the shared library in front of a script body.
-func withLib(body string) *redis.Script { return redis.NewScript(luaLib + "\n" + body) }
+// withLib puts the shared library (and the fast refresh it tries first) in
+// front of a script body.
+func withLib(body string) *redis.Script {
+	return redis.NewScript(luaFast + "\n" + luaLib + "\n" + body)
+}
 
 // logMaxLen bounds the event log: enough to catch up after a pub/sub outage
 // of several seconds under heavy churn; a longer outage gets EventResync.
@@ -110,11 +122,13 @@ const logMaxLen = 100000
 // one call never blocks Redis for long.
 const sweepLimit = 500
 
-// NewRedis connects to redisURL (redis://…), enables keyspace-expiry
+// NewRedis connects to redisURL (redis://…, rediss://…, or
+// redis+sentinel://… for a primary found through Sentinel: see
+// SentinelScheme), enables keyspace-expiry
 // notifications when the server allows it, and starts the node's background
 // work: the change-feed subscriber and the deadline sweeper.
 func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logger) (*RedisStore, error) {
-	ropts, err := redis.ParseURL(redisURL)
+	client, db, err := newRedisClient(redisURL)
 	if err != nil {
 		return nil, fmt.Errorf("redis url: %w", err)
 	}
@@ -123,12 +137,12 @@ func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logg
 	}
 	opts = opts.withDefaults()
 	s := &RedisStore{
-		client:    redis.NewClient(ropts),
+		client:    client,
 		opts:      opts,
 		log:       log,
 		feed:      newFeed(opts.FeedBuffer),
 		channel:   opts.KeyPrefix + "events",
-		expiredCh: fmt.Sprintf("__keyevent@%d__:expired", ropts.DB),
+		expiredCh: fmt.Sprintf("__keyevent@%d__:expired", db),
 		ttlMarker: opts.KeyPrefix + "{u:",
 		reaps:     make(chan [2]string, 4096),
 		pending:   make(map[string]*Subscription),
@@ -139,11 +153,12 @@ func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logg
 		leave:       withLib(luaLeave),
 		typing:      withLib(luaTyping),
 		sweep:       withLib(luaSweep),
-		members:     withLib(luaMembers),
-		typingRead:  withLib(luaTypingRead),
+		members:     redis.NewScript(luaMembers),
+		typingRead:  redis.NewScript(luaTypingRead),
 		barrier:     withLib(luaBarrier),
 		detach:      withLib(luaDetach),
 		refreshMany: withLib(luaRefreshMany),
+		refreshFast: redis.NewScript(luaFast + "\n" + luaRefreshFast),
 	}
 	s.addErrorHook()
 	if err := s.client.Ping(ctx).Err(); err != nil {
@@ -239,7 +254,7 @@ func (s *RedisStore) args(args []any) []any {
 func (s *RedisStore) loadScripts(ctx context.Context) error {
 	for _, sc := range []*redis.Script{s.scripts.heartbeat, s.scripts.endSession, s.scripts.leave,
 		s.scripts.typing, s.scripts.sweep, s.scripts.members, s.scripts.typingRead, s.scripts.barrier,
-		s.scripts.detach, s.scripts.refreshMany} {
+		s.scripts.detach, s.scripts.refreshMany, s.scripts.refreshFast} {
 		if err := sc.Load(ctx, s.client).Err(); err != nil {
 			return err
 		}
@@ -280,6 +295,18 @@ func (s *RedisStore) heartbeat(ctx context.Context, hb Heartbeat, room, mode str
 		return ErrClosed
 	}
 	keys, args := s.heartbeatCall(hb, room, mode)
+	if hb.Metadata == nil && !s.noFastPath {
+		// Most heartbeats change nothing but deadlines: try the small
+		// script first (about a third of the full one's Redis CPU); it
+		// writes nothing when the full heartbeat is needed.
+		done, err := s.run(ctx, s.scripts.refreshFast, keys, args...).Int()
+		if err != nil {
+			return scriptError(err)
+		}
+		if done == 1 {
+			return nil
+		}
+	}
 	return scriptError(s.run(ctx, s.scripts.heartbeat, keys, args...).Err())
 }
 

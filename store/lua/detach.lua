@@ -10,13 +10,15 @@ local grace = tonumber(ARGV[7])
 local raw = redis.call('HGET', KEYS[1], sid)
 if not raw then return 0 end
 local rec = cjson.decode(raw)
-local d = rec.h and rec.h[room]
-if not d then return 0 end
+if not (rec.h and rec.h[room]) then return 0 end
 if grace <= 0 then return leave_room(uid, sid, rec, room, NOW) end
+-- The index holds the deadline (the record's h may predate fast refreshes).
+local entry = uid .. ' ' .. sid .. ' ' .. room
+local d = tonumber(redis.call('ZSCORE', KEYS[2], entry)) or rec.h[room]
 local at = NOW + grace
 if at < d then
   rec.h[room] = at
   redis.call('HSET', KEYS[1], sid, cjson.encode(rec))
-  redis.call('ZADD', KEYS[2], at, uid .. ' ' .. sid .. ' ' .. room)
+  redis.call('ZADD', KEYS[2], at, entry)
 end
 return 0

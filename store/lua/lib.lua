@@ -10,7 +10,10 @@
 --   P{u:ID}:user       hash  name, avatar, meta, seen (lastSeen ms), st (last published status)
 --   P{u:ID}:sess       hash  session id -> {"s":status,"d":deadline ms,"r":[rooms],
 --                            "h":{room: deadline ms}} (h: the stream-held rooms
---                            of r, absent when there are none)
+--                            of r, absent when there are none). d and the values
+--                            of h are only as of the last full write: the fast
+--                            refresh (fast.lua) moves the deadlines in the
+--                            indexes alone, so the index scores are the truth.
 --   P{u:ID}:ttl:SID    string with PX ttl: its expiry raises the keyspace event
 --   P{u:ID}:end:SID    string with PX ended-retention: SID was ended by EndSession
 --   P{r:ID}:members    zset  user id -> ms the user became a member
@@ -162,8 +165,10 @@ local function reap_session(uid, sid)
     return 0
   end
   local rec = cjson.decode(raw)
-  if rec.d > NOW then return 0 end
-  return remove_session(uid, sid, rec.d)
+  -- The index holds the deadline (the record's d may predate fast refreshes).
+  local d = tonumber(redis.call('ZSCORE', DEADLINES, uid .. ' ' .. sid)) or rec.d
+  if d > NOW then return 0 end
+  return remove_session(uid, sid, d)
 end
 
 local function reap_typing(room, uid)
@@ -206,15 +211,13 @@ local function reap_member(uid, sid, room)
   local member = uid .. ' ' .. sid .. ' ' .. room
   local raw = redis.call('HGET', ukey(uid, 'sess'), sid)
   local rec = raw and cjson.decode(raw)
-  local d = rec and rec.h and rec.h[room]
-  if not d then
+  if not (rec and rec.h and rec.h[room]) then
     redis.call('ZREM', MEMBER_DEADLINES, member)
     return 0
   end
-  if d > NOW then
-    redis.call('ZADD', MEMBER_DEADLINES, d, member) -- keep the index exact
-    return 0
-  end
+  -- The index holds the deadline (the record's h may predate fast refreshes).
+  local d = tonumber(redis.call('ZSCORE', MEMBER_DEADLINES, member)) or rec.h[room]
+  if d > NOW then return 0 end
   return leave_room(uid, sid, rec, room, d)
 end
 
@@ -224,6 +227,7 @@ end
 -- keys and A[ao+1..ao+13] its arguments (heartbeat.lua's ARGV[4..16]).
 -- Returns the user's status after the call, or false and the refusal.
 local function heartbeat_one(K, ko, A, ao)
+  if refresh_fast(K, ko, A, ao, NOW) then return 'fast' end
   local uid, sid = A[ao + 1], A[ao + 2]
   local ttl = tonumber(A[ao + 8])
   local room = A[ao + 9]
