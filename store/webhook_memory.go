@@ -14,7 +14,15 @@ import (
 // that was not delivered when the process stops is lost with the process
 // (as is all its presence state).
 func (s *MemoryStore) Deliveries(opts DeliveryOptions) (Deliveries, error) {
-	return &memDeliveries{st: s, prefix: fmt.Sprintf("m%x", time.Now().UnixNano())}, nil
+	d := &memDeliveries{st: s, prefix: fmt.Sprintf("m%x", time.Now().UnixNano())}
+	// Subscribed now, not at the first Claim: transitions from here on are
+	// delivered.
+	sub, err := s.Subscribe(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	d.sub = sub
+	return d, nil
 }
 
 type memDeliveries struct {

@@ -22,13 +22,21 @@ import (
 // lease and, with XAUTOCLAIM, the dead node's unacknowledged entries.
 func (s *RedisStore) Deliveries(opts DeliveryOptions) (Deliveries, error) {
 	opts = opts.withDefaults()
-	return &redisDeliveries{
+	d := &redisDeliveries{
 		s: s, opts: opts,
 		consumer: randomToken(),
 		stream:   s.key("log"),
 		lease:    s.key("lease:" + opts.Group),
 		cursor:   "0-0",
-	}, nil
+	}
+	// The group exists from now on, so transitions from here on are
+	// delivered even before the first Claim.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := d.ensureGroup(ctx); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 type redisDeliveries struct {
