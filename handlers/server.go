@@ -23,6 +23,7 @@ import (
 	"github.com/presenced/presenced/internal/config"
 	"github.com/presenced/presenced/internal/hub"
 	"github.com/presenced/presenced/internal/session"
+	"github.com/presenced/presenced/internal/webhook"
 	"github.com/presenced/presenced/store"
 )
 
@@ -37,6 +38,7 @@ type Server struct {
 	lim    *limits
 	hub    *hub.Hub
 	keeper *session.Keeper
+	hooks  *webhook.Dispatcher // nil without --webhook-url
 	static staticFiles
 	echo   *echo.Echo
 	http   *http.Server
@@ -99,6 +101,11 @@ func New(cfg config.Config, st store.Store, log *slog.Logger) (*Server, error) {
 	})
 	s.keeper.OnRefresh = func(n int) { s.m.heartbeats.WithLabelValues("stream").Add(float64(n)) }
 	s.keeper.OnDetach = s.m.ghostLeaves.Inc
+	if len(cfg.WebhookURLs) > 0 {
+		if err := s.newWebhooks(); err != nil {
+			return nil, err
+		}
+	}
 	s.echo = s.routes()
 	s.http = &http.Server{
 		Handler: s.echo,
@@ -187,6 +194,14 @@ func (s *Server) Start() error {
 		s.hub.Close(errShutdown)
 		return err
 	}
+	if s.hooks != nil {
+		if err := s.hooks.Start(); err != nil {
+			_ = ln.Close()
+			s.stopMetrics(context.Background())
+			s.hub.Close(errShutdown)
+			return fmt.Errorf("start webhooks: %w", err)
+		}
+	}
 	s.keeper.Start()
 	s.ln = ln
 	s.serveErr = make(chan error, 1)
@@ -235,6 +250,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.stopMetrics(ctx)
 		s.keeper.Close()
 		s.hub.Close(errShutdown)
+		if s.hooks != nil {
+			s.hooks.Stop(ctx)
+		}
 	})
 	return err
 }
@@ -422,3 +440,23 @@ func (s *Server) cors(next echo.HandlerFunc) echo.HandlerFunc {
 // isStreamPath reports whether a request path is an SSE stream (/sse,
 // /sse/room/…, /sse/users).
 func isStreamPath(p string) bool { return p == "/sse" || strings.HasPrefix(p, "/sse/") }
+
+// newWebhooks builds the webhook dispatcher (--webhook-url): it reads the
+// store's deliveries, not the hub, so a slow receiver never touches the
+// streams.
+func (s *Server) newWebhooks() error {
+	src, ok := s.store.(store.DeliverySource)
+	if !ok {
+		return errors.New("--webhook-url: this store cannot hand out deliveries")
+	}
+	d, err := webhook.New(src, webhook.Options{
+		URLs: s.cfg.WebhookURLs, Secret: s.cfg.WebhookSecret, RetryFor: s.cfg.WebhookRetryFor,
+		Debounce: s.cfg.LeaveDebounce, Log: s.log,
+	})
+	if err != nil {
+		return err
+	}
+	s.m.reg.MustRegister(d.Metrics().Collectors()...)
+	s.hooks = d
+	return nil
+}

@@ -85,6 +85,13 @@ type Config struct {
 	// MetricsAddr, when set, is a separate listen address that alone serves
 	// /metrics (the main address then does not).
 	MetricsAddr string
+
+	// WebhookURLs receive presence webhooks (POST, JSON batches); empty =
+	// no webhooks. WebhookSecret signs them (required with a URL).
+	WebhookURLs   []string
+	WebhookSecret []byte
+	// WebhookRetryFor bounds how long one batch is retried.
+	WebhookRetryFor time.Duration
 }
 
 // Default returns the contract's defaults. Secret is empty: it must be given
@@ -103,6 +110,7 @@ func Default() Config {
 		ReadTimeout:     30 * time.Second,
 		ShutdownTimeout: 10 * time.Second,
 		RateLimit:       true,
+		WebhookRetryFor: 24 * time.Hour,
 	}
 }
 
@@ -115,6 +123,7 @@ var (
 	ErrOrigin       = errors.New("--allow-origin entries must be scheme://host[:port] origins or *")
 	ErrDebounce     = errors.New("--leave-debounce must be 0 (off) or positive")
 	ErrMetricsToken = errors.New("--metrics-token must be at least 16 characters of printable ASCII without spaces")
+	ErrWebhook      = errors.New("--webhook-url must be absolute http:// or https:// URLs, and needs --webhook-secret (PRESENCE_WEBHOOK_SECRET) of at least 16 bytes")
 	ErrMetricsAddr  = errors.New("--metrics-addr must be host:port (e.g. 127.0.0.1:9090) and differ from --addr")
 )
 
@@ -150,6 +159,17 @@ func (c Config) Validate() error {
 		if err != nil || (c.MetricsAddr == c.Addr && port != "0") {
 			return fmt.Errorf("%w: got %q", ErrMetricsAddr, c.MetricsAddr)
 		}
+	}
+	if len(c.WebhookURLs) > 0 && len(c.WebhookSecret) < 16 {
+		return fmt.Errorf("%w: the secret is missing or too short", ErrWebhook)
+	}
+	for _, raw := range c.WebhookURLs {
+		if u, err := url.Parse(raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%w: got %q", ErrWebhook, raw)
+		}
+	}
+	if c.WebhookRetryFor <= 0 {
+		return fmt.Errorf("%w: --webhook-retry-for %s", ErrDuration, c.WebhookRetryFor)
 	}
 	for _, o := range c.AllowOrigins {
 		if o == "*" {
@@ -213,7 +233,10 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 		return b
 	}
 
-	var secret, origins string
+	var secret, origins, whSecret string
+	var whURLs urlList
+	whURLs.add(env("PRESENCE_WEBHOOK_URL", ""))
+	whURLs.fromEnv = len(whURLs.urls) > 0
 	fs.StringVar(&c.Addr, "addr", env("PRESENCE_ADDR", c.Addr), "listen address (PRESENCE_ADDR)")
 	fs.StringVar(&c.RedisURL, "redis-url", env("PRESENCE_REDIS_URL", ""), "redis://… URL; empty = the embedded in-process store (PRESENCE_REDIS_URL)")
 	fs.StringVar(&secret, "secret", env("PRESENCE_SECRET", ""), "HMAC key for HS256 tokens; required unless --dev (PRESENCE_SECRET)")
@@ -228,6 +251,9 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.BoolVar(&c.RateLimit, "rate-limit", envBool("PRESENCE_RATE_LIMIT", c.RateLimit), "per-session rate limits on heartbeats, status changes, room joins/leaves and typing (429 + Retry-After); turn off only for load tests (PRESENCE_RATE_LIMIT)")
 	fs.StringVar(&c.MetricsToken, "metrics-token", env("PRESENCE_METRICS_TOKEN", ""), "when set, /metrics requires Authorization: Bearer <this> (PRESENCE_METRICS_TOKEN)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("PRESENCE_METRICS_ADDR", ""), "when set, /metrics is served only on this separate address, e.g. 127.0.0.1:9090 (PRESENCE_METRICS_ADDR)")
+	fs.Var(&whURLs, "webhook-url", "POST presence webhooks to this URL; repeat or comma-separate for several (PRESENCE_WEBHOOK_URL, comma-separated)")
+	fs.StringVar(&whSecret, "webhook-secret", env("PRESENCE_WEBHOOK_SECRET", ""), "HMAC-SHA256 key webhooks are signed with (Presenced-Signature header); required with --webhook-url (PRESENCE_WEBHOOK_SECRET)")
+	fs.DurationVar(&c.WebhookRetryFor, "webhook-retry-for", envDur("PRESENCE_WEBHOOK_RETRY_FOR", c.WebhookRetryFor), "retry a failing webhook batch with exponential backoff for this long, then drop it (PRESENCE_WEBHOOK_RETRY_FOR)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -238,6 +264,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 		return c, errors.Join(errs...)
 	}
 	c.Secret = []byte(secret)
+	c.WebhookURLs, c.WebhookSecret = whURLs.urls, []byte(whSecret)
 	for _, o := range strings.Split(origins, ",") {
 		if o = strings.TrimSpace(o); o == "" {
 			continue
@@ -273,4 +300,29 @@ func NormalizeOrigin(o string) (string, error) {
 		host = host[:strings.LastIndexByte(host, ':')]
 	}
 	return scheme + "://" + host, nil
+}
+
+// urlList is a repeatable, comma-splitting flag; flags given on the command
+// line replace the environment's list.
+type urlList struct {
+	urls    []string
+	fromEnv bool
+}
+
+func (l *urlList) String() string { return strings.Join(l.urls, ",") }
+
+func (l *urlList) Set(v string) error {
+	if l.fromEnv {
+		l.urls, l.fromEnv = nil, false
+	}
+	l.add(v)
+	return nil
+}
+
+func (l *urlList) add(v string) {
+	for _, u := range strings.Split(v, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			l.urls = append(l.urls, u)
+		}
+	}
 }
