@@ -26,6 +26,7 @@ import (
 	"github.com/presenced/presenced/internal/hub"
 	"github.com/presenced/presenced/internal/session"
 	"github.com/presenced/presenced/internal/tlsreload"
+	"github.com/presenced/presenced/internal/webhook"
 	"github.com/presenced/presenced/store"
 )
 
@@ -40,6 +41,7 @@ type Server struct {
 	lim    *limits
 	hub    *hub.Hub
 	keeper *session.Keeper
+	hooks  *webhook.Dispatcher // nil without --webhook-url
 	static staticFiles
 	echo   *echo.Echo
 	http   *http.Server
@@ -108,6 +110,11 @@ func New(cfg config.Config, st store.Store, log *slog.Logger) (*Server, error) {
 	})
 	s.keeper.OnRefresh = func(n int) { s.m.heartbeats.WithLabelValues("stream").Add(float64(n)) }
 	s.keeper.OnDetach = s.m.ghostLeaves.Inc
+	if len(cfg.WebhookURLs) > 0 {
+		if err := s.newWebhooks(); err != nil {
+			return nil, err
+		}
+	}
 	s.echo = s.routes()
 	s.http = &http.Server{
 		Handler: s.echo,
@@ -216,6 +223,12 @@ func (s *Server) StartBackground() error {
 	if err := s.hub.Start(); err != nil {
 		return fmt.Errorf("subscribe to the store feed: %w", err)
 	}
+	if s.hooks != nil {
+		if err := s.hooks.Start(); err != nil {
+			s.hub.Close(errShutdown)
+			return fmt.Errorf("start webhooks: %w", err)
+		}
+	}
 	s.keeper.Start()
 	return nil
 }
@@ -233,6 +246,14 @@ func (s *Server) Start() error {
 		_ = ln.Close()
 		s.hub.Close(errShutdown)
 		return err
+	}
+	if s.hooks != nil {
+		if err := s.hooks.Start(); err != nil {
+			_ = ln.Close()
+			s.stopMetrics(context.Background())
+			s.hub.Close(errShutdown)
+			return fmt.Errorf("start webhooks: %w", err)
+		}
 	}
 	s.keeper.Start()
 	s.ln = ln
@@ -300,6 +321,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if s.stopWatch != nil {
 			s.stopWatch()
 			<-s.watchDone
+		}
+		if s.hooks != nil {
+			s.hooks.Stop(ctx)
 		}
 	})
 	return err
@@ -488,3 +512,23 @@ func (s *Server) cors(next echo.HandlerFunc) echo.HandlerFunc {
 // isStreamPath reports whether a request path is an SSE stream (/sse,
 // /sse/room/…, /sse/users).
 func isStreamPath(p string) bool { return p == "/sse" || strings.HasPrefix(p, "/sse/") }
+
+// newWebhooks builds the webhook dispatcher (--webhook-url): it reads the
+// store's deliveries, not the hub, so a slow receiver never touches the
+// streams.
+func (s *Server) newWebhooks() error {
+	src, ok := s.store.(store.DeliverySource)
+	if !ok {
+		return errors.New("--webhook-url: this store cannot hand out deliveries")
+	}
+	d, err := webhook.New(src, webhook.Options{
+		URLs: s.cfg.WebhookURLs, Secret: s.cfg.WebhookSecret, RetryFor: s.cfg.WebhookRetryFor,
+		Debounce: s.cfg.LeaveDebounce, Log: s.log,
+	})
+	if err != nil {
+		return err
+	}
+	s.m.reg.MustRegister(d.Metrics().Collectors()...)
+	s.hooks = d
+	return nil
+}

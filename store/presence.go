@@ -253,6 +253,10 @@ type Event struct {
 	// At is when the transition happened; for an expiry, when it was
 	// processed (Deadline says when it was due).
 	At time.Time `json:"at"`
+	// Members, on join and leave, is the room's member count right after
+	// the transition (1 on a join: the room became occupied; 0 on a leave:
+	// it was vacated). Webhooks read it; streams do not.
+	Members int `json:"members,omitempty"`
 	// Deadline, for transitions caused by expiry, is when the session,
 	// stream-held membership or typing mark was due to expire. At − Deadline is the expiry lateness.
 	Deadline time.Time `json:"deadline,omitzero"`

@@ -325,7 +325,7 @@ func (m *MemoryStore) joinLocked(s *memSession, roomID string, hold time.Duratio
 			mem = &memMember{user: u, seq: m.seq}
 			r.members[u.profile.ID] = mem
 			u.rooms[roomID] = mem
-			m.emit(Event{Kind: EventJoin, Room: roomID, User: u.profile, To: u.status, At: now})
+			m.emit(Event{Kind: EventJoin, Room: roomID, User: u.profile, To: u.status, At: now, Members: len(r.members)})
 		}
 		mem.sessions++
 		if hold > 0 {
@@ -616,7 +616,7 @@ func (m *MemoryStore) leaveRoomLocked(s *memSession, roomID string, to Status, n
 	if t := r.typing[u.profile.ID]; t != nil {
 		m.removeTypistLocked(t, now, dl)
 	}
-	m.emit(Event{Kind: EventLeave, Room: roomID, User: u.profile, To: to, At: now, Deadline: dl})
+	m.emit(Event{Kind: EventLeave, Room: roomID, User: u.profile, To: to, At: now, Deadline: dl, Members: len(r.members)})
 	m.pruneRoomLocked(r)
 }
 

@@ -802,6 +802,7 @@ type wireEvent struct {
 	B      string          `json:"b"` // barrier token
 	At     int64           `json:"at"`
 	Dl     int64           `json:"dl"`
+	MC     int             `json:"mc"` // room member count after a join/leave
 }
 
 func (s *RedisStore) deliver(payload string) {
@@ -830,6 +831,8 @@ func (w *wireEvent) event() (Event, error) {
 		From: Status(w.From),
 		To:   Status(w.To),
 		At:   time.UnixMilli(w.At),
+
+		Members: w.MC,
 	}
 	if w.Dl > 0 {
 		e.Deadline = time.UnixMilli(w.Dl)

@@ -105,6 +105,13 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-For/Proto/Host headers
 	// are believed; from anyone else those headers are ignored.
 	TrustedProxies []netip.Prefix
+
+	// WebhookURLs receive presence webhooks (POST, JSON batches); empty =
+	// no webhooks. WebhookSecret signs them (required with a URL).
+	WebhookURLs   []string
+	WebhookSecret []byte
+	// WebhookRetryFor bounds how long one batch is retried.
+	WebhookRetryFor time.Duration
 }
 
 // Default returns the contract's defaults. Secret is empty: it must be given
@@ -123,6 +130,7 @@ func Default() Config {
 		ReadTimeout:     30 * time.Second,
 		ShutdownTimeout: 10 * time.Second,
 		RateLimit:       true,
+		WebhookRetryFor: 24 * time.Hour,
 	}
 }
 
@@ -135,6 +143,7 @@ var (
 	ErrOrigin       = errors.New("--allow-origin entries must be scheme://host[:port] origins or *")
 	ErrDebounce     = errors.New("--leave-debounce must be 0 (off) or positive")
 	ErrMetricsToken = errors.New("--metrics-token must be at least 16 characters of printable ASCII without spaces")
+	ErrWebhook      = errors.New("--webhook-url must be absolute http:// or https:// URLs, and needs --webhook-secret (PRESENCE_WEBHOOK_SECRET) of at least 16 bytes")
 	ErrMetricsAddr  = errors.New("--metrics-addr must be host:port (e.g. 127.0.0.1:9090) and differ from --addr")
 	ErrShortSecret  = fmt.Errorf("--secret (PRESENCE_SECRET) must be at least %d bytes: anyone who guesses it can sign tokens for any user (generate one with: openssl rand -base64 48)", MinSecretLen)
 	ErrTLS          = errors.New("--tls-cert and --tls-key must be given together")
@@ -200,6 +209,17 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: got %q", ErrMetricsAddr, c.MetricsAddr)
 		}
 	}
+	if len(c.WebhookURLs) > 0 && len(c.WebhookSecret) < 16 {
+		return fmt.Errorf("%w: the secret is missing or too short", ErrWebhook)
+	}
+	for _, raw := range c.WebhookURLs {
+		if u, err := url.Parse(raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%w: got %q", ErrWebhook, raw)
+		}
+	}
+	if c.WebhookRetryFor <= 0 {
+		return fmt.Errorf("%w: --webhook-retry-for %s", ErrDuration, c.WebhookRetryFor)
+	}
 	for _, o := range c.AllowOrigins {
 		if o == "*" {
 			continue
@@ -262,8 +282,11 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 		return b
 	}
 
-	var secret, origins, proxies string
+	var secret, origins, proxies, whSecret string
 	var version bool
+	var whURLs urlList
+	whURLs.add(env("PRESENCE_WEBHOOK_URL", ""))
+	whURLs.fromEnv = len(whURLs.urls) > 0
 	fs.StringVar(&c.Addr, "addr", env("PRESENCE_ADDR", c.Addr), "listen address (PRESENCE_ADDR)")
 	fs.StringVar(&c.RedisURL, "redis-url", env("PRESENCE_REDIS_URL", ""), "redis://… or redis+sentinel://sentinel:26379,…/mastername[/db] URL; empty = the embedded in-process store (PRESENCE_REDIS_URL)")
 	fs.StringVar(&secret, "secret", env("PRESENCE_SECRET", ""), "HMAC key for HS256 tokens; required unless --dev (PRESENCE_SECRET)")
@@ -284,6 +307,9 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.StringVar(&proxies, "trusted-proxies", env("PRESENCE_TRUSTED_PROXIES", ""), "comma-separated CIDRs whose X-Forwarded-For/Proto/Host are believed; ignored from anyone else (PRESENCE_TRUSTED_PROXIES)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDur("PRESENCE_SHUTDOWN_TIMEOUT", c.ShutdownTimeout), "on SIGTERM, how long to wait for open requests before cutting them; keep it under the orchestrator's grace period (PRESENCE_SHUTDOWN_TIMEOUT)")
 	fs.BoolVar(&version, "version", false, "print the version and exit")
+	fs.Var(&whURLs, "webhook-url", "POST presence webhooks to this URL; repeat or comma-separate for several (PRESENCE_WEBHOOK_URL, comma-separated)")
+	fs.StringVar(&whSecret, "webhook-secret", env("PRESENCE_WEBHOOK_SECRET", ""), "HMAC-SHA256 key webhooks are signed with (Presenced-Signature header); required with --webhook-url (PRESENCE_WEBHOOK_SECRET)")
+	fs.DurationVar(&c.WebhookRetryFor, "webhook-retry-for", envDur("PRESENCE_WEBHOOK_RETRY_FOR", c.WebhookRetryFor), "retry a failing webhook batch with exponential backoff for this long, then drop it (PRESENCE_WEBHOOK_RETRY_FOR)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -301,6 +327,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	}
 	c.Secret = []byte(secret)
 	var err error
+	c.WebhookURLs, c.WebhookSecret = whURLs.urls, []byte(whSecret)
 	for _, o := range strings.Split(origins, ",") {
 		if o = strings.TrimSpace(o); o == "" {
 			continue
@@ -371,4 +398,29 @@ func ParsePrefixes(list string) ([]netip.Prefix, error) {
 		out = append(out, pr.Masked())
 	}
 	return out, nil
+}
+
+// urlList is a repeatable, comma-splitting flag; flags given on the command
+// line replace the environment's list.
+type urlList struct {
+	urls    []string
+	fromEnv bool
+}
+
+func (l *urlList) String() string { return strings.Join(l.urls, ",") }
+
+func (l *urlList) Set(v string) error {
+	if l.fromEnv {
+		l.urls, l.fromEnv = nil, false
+	}
+	l.add(v)
+	return nil
+}
+
+func (l *urlList) add(v string) {
+	for _, u := range strings.Split(v, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			l.urls = append(l.urls, u)
+		}
+	}
 }

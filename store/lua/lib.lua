@@ -144,7 +144,8 @@ local function remove_session(uid, sid, deadline)
   for _, room in ipairs(left) do
     clear_typing(room, uid, deadline)
     redis.call('ZREM', rkey(room, 'members'), uid)
-    emit({ k = 'leave', room = room, u = uid, n = name, a = avatar, to = to, dl = deadline })
+    emit({ k = 'leave', room = room, u = uid, n = name, a = avatar, to = to, dl = deadline,
+      mc = redis.call('ZCARD', rkey(room, 'members')) })
   end
   if to == 'offline' then
     set_status(uid, from, to, sorted_keys(before), deadline)
@@ -201,7 +202,8 @@ local function leave_room(uid, sid, rec, room, deadline)
   clear_typing(room, uid, deadline)
   redis.call('ZREM', rkey(room, 'members'), uid)
   local name, avatar = profile(uid)
-  emit({ k = 'leave', room = room, u = uid, n = name, a = avatar, to = to, dl = deadline })
+  emit({ k = 'leave', room = room, u = uid, n = name, a = avatar, to = to, dl = deadline,
+    mc = redis.call('ZCARD', rkey(room, 'members')) })
   return 1
 end
 
@@ -296,7 +298,8 @@ local function heartbeat_one(K, ko, A, ao)
 
   if room ~= '' and not member then
     redis.call('ZADD', K[ko + 5], NOW, uid)
-    emit({ k = 'join', room = room, u = uid, n = A[ao + 3], a = A[ao + 4], to = to })
+    emit({ k = 'join', room = room, u = uid, n = A[ao + 3], a = A[ao + 4], to = to,
+      mc = redis.call('ZCARD', K[ko + 5]) })
   end
   return to
 end
