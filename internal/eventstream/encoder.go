@@ -9,6 +9,7 @@
 package eventstream
 
 import (
+	"bytes"
 	"errors"
 	"strconv"
 	"unicode/utf8"
@@ -79,6 +80,12 @@ func AppendRetry(buf []byte, ms int) []byte {
 // appendField writes data as one or more lines, each starting with prefix.
 func appendField(buf []byte, prefix string, data []byte) []byte {
 	buf = append(buf, prefix...)
+	// Fast path, the common case (a rendered fragment, a JSON body): one
+	// line of valid UTF-8 without NUL is copied as it is.
+	if bytes.IndexByte(data, '\n') < 0 && bytes.IndexByte(data, '\r') < 0 && bytes.IndexByte(data, 0) < 0 && utf8.Valid(data) {
+		buf = append(buf, data...)
+		return append(buf, '\n')
+	}
 	for i := 0; i < len(data); {
 		c := data[i]
 		switch {
