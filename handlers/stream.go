@@ -307,10 +307,9 @@ func (s *Server) writeLoop(c echo.Context, sub *hub.Subscriber, expires time.Tim
 		}
 		return rc.Flush()
 	}
+	// No write of its own for the headers: they go out with the state,
+	// which is queued already (one write and one flush per connect).
 	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
-	if err := write([]byte(": presenced\n\n")); err != nil {
-		return errStreamClosed
-	}
 
 	var expired <-chan time.Time
 	if !expires.IsZero() {
