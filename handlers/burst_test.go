@@ -19,8 +19,8 @@ import (
 // reader among them. No healthy subscriber is dropped, every subscriber's
 // final view equals the room's state, and the stalled one is dropped after
 // the write deadline without anyone waiting for it. (The hub-level test in
-// internal/hub runs 5,000 subscribers; here 1,000 real streams keep the
-// race detector under its goroutine limit.)
+// internal/hub runs 5,000 subscribers; here 500 real streams keep the
+// race detector under its goroutine limit and CI within its time.)
 func TestBurstOfJoinsKeepsHealthySubscribers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1,000 streams")
@@ -29,7 +29,7 @@ func TestBurstOfJoinsKeepsHealthySubscribers(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		n := startNode(t, b.newStore(t), func(c *config.Config) { c.WriteDeadline = 2 * time.Second })
 		c := newClient(t)
-		const subs, joins = 1000, 250
+		const subs, joins = 500, 250
 		watcher := n.token("watcher", "Watcher")
 		stalled := dialStalled(t, n, "/sse/room/class?watch=1&max=100&list=1", watcher)
 		defer stalled.Close()
@@ -84,7 +84,7 @@ func TestBurstOfJoinsKeepsHealthySubscribers(t *testing.T) {
 				}
 			} else {
 				last := -1
-				deadline := time.Now().Add(wait)
+				deadline := time.Now().Add(burstWait)
 				for last != joins {
 					ev, ok := cl.next(time.Until(deadline))
 					if !ok {
@@ -123,7 +123,7 @@ func TestBurstOfJoinsKeepsHealthySubscribers(t *testing.T) {
 func followJSON(t *testing.T, cl *sseClient, want int) int {
 	t.Helper()
 	members := map[string]bool{}
-	deadline := time.Now().Add(wait)
+	deadline := time.Now().Add(burstWait)
 	for {
 		ev, ok := cl.next(time.Until(deadline))
 		if !ok {
@@ -152,6 +152,11 @@ func followJSON(t *testing.T, cl *sseClient, want int) int {
 		}
 	}
 }
+
+// burstWait bounds how long a subscriber may take to show the whole burst:
+// generous, since the machine running the tests may be shared (this is no
+// latency assertion: the benchmark measures that).
+const burstWait = time.Minute
 
 func raiseFileLimit(t *testing.T, n uint64) {
 	var lim syscall.Rlimit
