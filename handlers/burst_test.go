@@ -23,7 +23,7 @@ import (
 // race detector under its goroutine limit and CI within its time.)
 func TestBurstOfJoinsKeepsHealthySubscribers(t *testing.T) {
 	if testing.Short() {
-		t.Skip("1,000 streams")
+		t.Skip("500 streams")
 	}
 	raiseFileLimit(t, 8192)
 	forEachBackend(t, func(t *testing.T, b backend) {
