@@ -382,6 +382,15 @@ func burstCase(c *common, e *env, o burstOpts) {
 	if lastSeen != 0 {
 		figs["first_join_to_last_receipt_ms"] = msf(time.Duration(lastSeen - firstSent.UnixNano()))
 	}
+	// The final state as an application sees it, through the Go client.
+	if len(e.nodes) > 0 && c.server != "bare" {
+		view, api, err := verifyRoom(e.nodes[0].url, c.secret, o.room)
+		figs["go_client_room_count"], figs["api_room_count"] = view, api
+		figs["go_client_agrees"] = err == nil && view == api
+		if err != nil {
+			logf("burst: Go client check: %v", err)
+		}
+	}
 	logf("burst n=%d joins=%d: dropped %v, queue resyncs %v, complete %d/%d; json join→receipt %+v; join→last %+v; html %+v",
 		o.n, o.joins, figs["healthy_dropped"], figs["stream_queue_resyncs"], nComplete, want, figs["json_join_latency"], figs["json_join_to_last_subscriber"], figs["html_count_latency"])
 	c.emit(result{Scenario: "burst", Case: fmt.Sprintf("n=%d joins=%d window=%s html=%d watch=%v", o.n, o.joins, o.window, nHTML, o.watch),
