@@ -64,7 +64,7 @@ type sess struct {
 	// transport error or a 5xx: it may have been applied); the status is
 	// not known until the next acknowledged one.
 	statusUnknown bool
-	ended    bool // an acknowledged explicit offline after the last ack
+	ended         bool // an acknowledged explicit offline after the last ack
 	// API clients: rooms joined through the API (acknowledged).
 	apiRooms map[string]bool
 	// maybeRooms are API joins whose fate no client can know: the session
