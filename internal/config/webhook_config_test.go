@@ -9,7 +9,7 @@ import (
 )
 
 func TestWebhookFlags(t *testing.T) {
-	base := []string{"--secret", "s3cret-s3cret-s3cret"}
+	base := []string{"--secret", "s3cret-s3cret-s3cret-s3cret-s3cret"}
 	sec := "whsec-0123456789abcdef"
 	c, err := Parse(append(base, "--webhook-url", "https://a.example/h,https://b.example/h", "--webhook-url", "http://c:9/x", "--webhook-secret", sec), env(nil), io.Discard)
 	if err != nil {
