@@ -48,6 +48,7 @@ type RedisStore struct {
 	expiredCh  string // __keyevent@<db>__:expired
 	ttlMarker  string // P{u: — prefix of session TTL keys
 	subscribed atomic.Bool
+	firstSub   chan struct{} // closed when the feed is first subscribed
 	isClosed   atomic.Bool
 	// refreshPerItem makes RefreshStreams send one heartbeat script call per
 	// item instead of refresh_many.lua calls (benchmarks compare the two).
@@ -146,6 +147,7 @@ func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logg
 		ttlMarker: opts.KeyPrefix + "{u:",
 		reaps:     make(chan [2]string, 4096),
 		pending:   make(map[string]*Subscription),
+		firstSub:  make(chan struct{}),
 	}
 	s.scripts = redisScripts{
 		heartbeat:   withLib(luaHeartbeat),
@@ -192,6 +194,16 @@ func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logg
 	go s.reapExpired(bg)
 	go s.sweep(bg)
 	go s.watchState(bg)
+	// Return once the change feed is subscribed (or ctx, at most 10 s,
+	// runs out): a node must not report ready, nor serve streams, while its
+	// feed could still miss events.
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	select {
+	case <-s.firstSub:
+	case <-wctx.Done():
+		s.log.Warn("presence: Redis change feed not subscribed yet; /readyz says so until it is")
+	}
 	return s, nil
 }
 
@@ -732,7 +744,9 @@ func (s *RedisStore) dispatch(ctx context.Context, pubsub *redis.PubSub, last st
 					s.log.Warn("presence: checking Redis state after resubscribe failed; will retry", "error", err)
 				}
 				last = s.catchUp(ctx, last)
-				s.subscribed.Store(true)
+				if !s.subscribed.Swap(true) {
+					close(s.firstSub)
+				}
 			}
 		case *redis.Message:
 			switch m.Channel {
