@@ -136,33 +136,19 @@ func (s *Server) viewerFor(ctx context.Context, id Identity) (viewer, error) {
 	return newViewer(id, func(r string) []store.Member { return got[r] }), nil
 }
 
-// visibleMembers keeps the members the viewer may see.
-func (v viewer) visibleMembers(ms []store.Member) []store.Member {
+// sees is the viewer's rule as a filter for store.KeepSeen (nil: anyone).
+func (v viewer) sees() func(string) bool {
 	if v.all {
-		return ms
+		return nil
 	}
-	out := make([]store.Member, 0, len(ms))
-	for _, m := range ms {
-		if v.canSee(m.ID) {
-			out = append(out, m)
-		}
-	}
-	return out
+	return v.canSee
 }
 
+// visibleMembers keeps the members the viewer may see.
+func (v viewer) visibleMembers(ms []store.Member) []store.Member { return store.KeepSeen(ms, v.sees()) }
+
 // visibleTypists keeps the typists the viewer may see.
-func (v viewer) visibleTypists(ts []store.Typist) []store.Typist {
-	if v.all {
-		return ts
-	}
-	out := make([]store.Typist, 0, len(ts))
-	for _, t := range ts {
-		if v.canSee(t.ID) {
-			out = append(out, t)
-		}
-	}
-	return out
-}
+func (v viewer) visibleTypists(ts []store.Typist) []store.Typist { return store.KeepSeen(ts, v.sees()) }
 
 // membersKey identifies the set of see-room members the viewer was built
 // from: a long-lived reader rebuilds its viewer when the key changes.

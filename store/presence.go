@@ -142,6 +142,10 @@ type Profile struct {
 	Avatar string `json:"avatar,omitempty"`
 }
 
+// UserID is the profile's user id (Member has it through the embedded
+// Profile; see KeepSeen).
+func (p Profile) UserID() string { return p.ID }
+
 // DisplayName is the name to show: the profile's name, or its id.
 func (p Profile) DisplayName() string {
 	if p.Name != "" {
@@ -207,6 +211,25 @@ type Member struct {
 type Typist struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`
+}
+
+// UserID is the typist's user id (see KeepSeen).
+func (t Typist) UserID() string { return t.ID }
+
+// KeepSeen returns the entries of xs whose user sees accepts, in order; xs
+// itself when sees is nil (everyone visible). One filter for every reader
+// that applies a visibility rule (the see claim) to members or typists.
+func KeepSeen[T interface{ UserID() string }](xs []T, sees func(userID string) bool) []T {
+	if sees == nil {
+		return xs
+	}
+	out := make([]T, 0, len(xs))
+	for _, x := range xs {
+		if sees(x.UserID()) {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // EventKind says what an Event describes.

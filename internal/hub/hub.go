@@ -158,9 +158,7 @@ func (h *Hub) Subscribe(spec Spec) *Subscriber {
 		s.visible.Store(&spec.Visible)
 	}
 	s.lastWrite.Store(time.Now().UnixNano())
-	for _, t := range s.topics() {
-		s.queue = append(s.queue, &item{topic: t, sync: true})
-	}
+	s.snapshotAllLocked() // not shared yet: no lock needed
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {

@@ -130,30 +130,20 @@ func (s *Subscriber) SetVisible(f func(userID string) bool) {
 	s.resync()
 }
 
+// rule is the visibility rule for store.KeepSeen (nil: anyone).
+func (s *Subscriber) rule() func(string) bool {
+	if f := s.visible.Load(); f != nil {
+		return *f
+	}
+	return nil
+}
+
 func (s *Subscriber) visibleMembers(ms []store.Member) []store.Member {
-	if !s.filtered() {
-		return ms
-	}
-	out := make([]store.Member, 0, len(ms))
-	for _, m := range ms {
-		if s.sees(m.ID) {
-			out = append(out, m)
-		}
-	}
-	return out
+	return store.KeepSeen(ms, s.rule())
 }
 
 func (s *Subscriber) visibleTypists(ts []store.Typist) []store.Typist {
-	if !s.filtered() {
-		return ts
-	}
-	out := make([]store.Typist, 0, len(ts))
-	for _, t := range ts {
-		if s.sees(t.ID) {
-			out = append(out, t)
-		}
-	}
-	return out
+	return store.KeepSeen(ts, s.rule())
 }
 
 // Notify is signalled whenever there is something to take.
@@ -237,15 +227,11 @@ func (s *Subscriber) push(it *item) {
 	s.wake()
 }
 
-// collapseLocked replaces the whole queue by one snapshot marker per topic.
+// collapseLocked replaces the whole queue by one snapshot marker per topic
+// (an overflow).
 func (s *Subscriber) collapseLocked() {
 	s.collapsed++
-	s.queue = s.queue[:0]
-	clear(s.byKey)
-	s.bytes = 0
-	for _, t := range s.topics() {
-		s.queue = append(s.queue, &item{topic: t, sync: true})
-	}
+	s.snapshotAllLocked()
 	if s.hub != nil && s.hub.metrics.Collapsed != nil {
 		s.hub.metrics.Collapsed.Inc()
 	}
@@ -255,14 +241,20 @@ func (s *Subscriber) collapseLocked() {
 // them (the feed may have missed changes).
 func (s *Subscriber) resync() {
 	s.mu.Lock()
+	s.snapshotAllLocked()
+	s.mu.Unlock()
+	s.wake()
+}
+
+// snapshotAllLocked empties the queue and queues one snapshot marker per
+// topic: each marker's state supersedes everything that was queued.
+func (s *Subscriber) snapshotAllLocked() {
 	s.queue = s.queue[:0]
 	clear(s.byKey)
 	s.bytes = 0
 	for _, t := range s.topics() {
 		s.queue = append(s.queue, &item{topic: t, sync: true})
 	}
-	s.mu.Unlock()
-	s.wake()
 }
 
 // requestKeepalive asks the writer for a comment if the stream has been

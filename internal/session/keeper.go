@@ -204,15 +204,7 @@ func (k *Keeper) CloseLease(l *Lease, shutdown bool) {
 // node: a session that was ended and is now back re-joins the rooms its
 // streams here hold at once, not at the next refresh.
 func (k *Keeper) SessionActive(userID, sid string) {
-	k.mu.Lock()
-	var items []Stream
-	for hk, h := range k.held {
-		if hk.user == userID && hk.sid == sid {
-			items = append(items, Stream{User: h.user, SessionID: hk.sid, Room: hk.room})
-		}
-	}
-	k.mu.Unlock()
-	if len(items) > 0 {
+	if items := k.heldStreams(func(hk key) bool { return hk.user == userID && hk.sid == sid }); len(items) > 0 {
 		k.refresh(items)
 	}
 }
@@ -220,17 +212,20 @@ func (k *Keeper) SessionActive(userID, sid string) {
 // RefreshAll refreshes every held session now (after the backend lost its
 // state: before the streams' state is re-read).
 func (k *Keeper) RefreshAll() {
-	if items := k.heldStreams(); len(items) > 0 {
+	if items := k.heldStreams(nil); len(items) > 0 {
 		k.refresh(items)
 	}
 }
 
-func (k *Keeper) heldStreams() []Stream {
+// heldStreams lists the held (session, room)s that match (nil: all).
+func (k *Keeper) heldStreams(match func(key) bool) []Stream {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	items := make([]Stream, 0, len(k.held))
 	for hk, h := range k.held {
-		items = append(items, Stream{User: h.user, SessionID: hk.sid, Room: hk.room})
+		if match == nil || match(hk) {
+			items = append(items, Stream{User: h.user, SessionID: hk.sid, Room: hk.room})
+		}
 	}
 	return items
 }
