@@ -55,7 +55,7 @@ func StartWith(t testing.TB, extra ...string) *Server {
 	}
 	dir := t.TempDir()
 	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
+		port, err := FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,7 +166,9 @@ func (s *Server) stop() {
 	_ = s.cmd.Wait()
 }
 
-func freePort() (int, error) {
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago
+// (test helpers that start servers of their own use it too).
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

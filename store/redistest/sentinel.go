@@ -86,7 +86,7 @@ func startSentinel(t testing.TB, bin, primaryAddr string, n int) *Server {
 	dir := t.TempDir()
 	host, port, _ := strings.Cut(primaryAddr, ":")
 	for attempt := 0; attempt < 5; attempt++ {
-		p, err := freePort()
+		p, err := FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}

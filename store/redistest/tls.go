@@ -31,7 +31,7 @@ func StartTLS(t testing.TB) *TLSServer {
 	pair := tlstest.New(t, "redistest", "127.0.0.1")
 	certFile, keyFile := pair.Write(t, dir)
 	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
+		port, err := FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
