@@ -33,6 +33,14 @@ type Sentinel struct {
 // Without redis-sentinel on PATH the test is skipped, except under CI=true.
 func StartSentinel(t testing.TB) *Sentinel {
 	t.Helper()
+	return StartSentinelWith(t)
+}
+
+// StartSentinelWith is StartSentinel with extra redis-server arguments for
+// the primary and the replica (the soak's "--enable-debug-command local"
+// for DEBUG SLEEP).
+func StartSentinelWith(t testing.TB, extra ...string) *Sentinel {
+	t.Helper()
 	bin, err := exec.LookPath("redis-sentinel")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -43,7 +51,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 	// No delay before a diskless full sync (the default waits 5 s for more
 	// replicas), on both: after a failover the old primary syncs from the
 	// new one.
-	nodelay := []string{"--repl-diskless-sync-delay", "0"}
+	nodelay := append([]string{"--repl-diskless-sync-delay", "0"}, extra...)
 	primary := StartWith(t, nodelay...)
 	_, port, _ := strings.Cut(primary.Addr, ":")
 	replica := StartWith(t, append(nodelay, "--replicaof", "127.0.0.1", port)...)
