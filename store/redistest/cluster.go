@@ -493,6 +493,10 @@ func (c *Cluster) converged() (*clusterView, error) {
 	return ref, nil
 }
 
+// NodeID returns s's cluster node ID (stable across Restart), for tests
+// that send CLUSTER commands of their own (SETSLOT, FAILOVER, FORGET…).
+func (c *Cluster) NodeID(s *Server) string { return c.ids[s] }
+
 func (c *Cluster) byID(id string) *Server {
 	for s, sid := range c.ids {
 		if sid == id {

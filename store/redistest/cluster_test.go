@@ -88,8 +88,8 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("slot %d on %s after MoveSlot, want %s", slot, got.Addr, to.Addr)
 		}
 		for _, s := range c.Nodes {
-			if got := c.mustView(t, s).owner[slot]; got != c.ids[to] {
-				t.Fatalf("%s sees slot %d on %s, want %s", s.Addr, slot, got, c.ids[to])
+			if got := c.mustView(t, s).owner[slot]; got != c.NodeID(to) {
+				t.Fatalf("%s sees slot %d on %s, want %s", s.Addr, slot, got, c.NodeID(to))
 			}
 		}
 		if n := c.DoOn(t, to, "CLUSTER", "COUNTKEYSINSLOT", strconv.Itoa(slot)); n != "101" {
@@ -135,8 +135,8 @@ func TestCluster(t *testing.T) {
 		to := c.Nodes[(slices.Index(c.Nodes, from)+1)%len(c.Nodes)]
 		s := strconv.Itoa(slot)
 		c.Do(t, "SET", "{ask}k", "asked")
-		c.DoOn(t, to, "CLUSTER", "SETSLOT", s, "IMPORTING", c.ids[from])
-		c.DoOn(t, from, "CLUSTER", "SETSLOT", s, "MIGRATING", c.ids[to])
+		c.DoOn(t, to, "CLUSTER", "SETSLOT", s, "IMPORTING", c.NodeID(from))
+		c.DoOn(t, from, "CLUSTER", "SETSLOT", s, "MIGRATING", c.NodeID(to))
 		host, port, _ := strings.Cut(to.Addr, ":")
 		if got := c.DoOn(t, from, "MIGRATE", host, port, "{ask}k", "0", "5000"); got != "OK" {
 			t.Fatalf("MIGRATE: %q", got)
@@ -149,11 +149,11 @@ func TestCluster(t *testing.T) {
 		}
 		// Finish the move by hand (the slot is empty on from now).
 		for _, m := range []*Server{to, from} {
-			c.DoOn(t, m, "CLUSTER", "SETSLOT", s, "NODE", c.ids[to])
+			c.DoOn(t, m, "CLUSTER", "SETSLOT", s, "NODE", c.NodeID(to))
 		}
 		for _, m := range c.Nodes {
 			if m != to && m != from {
-				c.DoOn(t, m, "CLUSTER", "SETSLOT", s, "NODE", c.ids[to])
+				c.DoOn(t, m, "CLUSTER", "SETSLOT", s, "NODE", c.NodeID(to))
 			}
 		}
 		c.Settle(t)

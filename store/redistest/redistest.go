@@ -122,7 +122,10 @@ func (s *Server) Do(t testing.TB, args ...string) string {
 // script cache and CONFIG SET changes are lost, as in a crash without
 // persistence) and starts a fresh one on the same port with the same
 // arguments. Clients see their connections drop and must reconnect.
-// A server stopped by Kill is just started again.
+// A server stopped by Kill is just started again. A cluster node keeps its
+// nodes.conf, so it rejoins with its node ID and its last saved view of
+// the cluster (see Cluster.KillPrimaryOf for what a killed primary comes
+// back as).
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.mu.Lock()
