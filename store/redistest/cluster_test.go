@@ -6,12 +6,15 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCluster runs the harness on one 3-primary cluster without replicas
 // (a start costs seconds, so the subtests share it).
 func TestCluster(t *testing.T) {
+	start := time.Now()
 	c := StartCluster(t, ClusterConfig{})
+	t.Logf("3-node cluster up in %v", time.Since(start))
 
 	t.Run("Start", func(t *testing.T) {
 		if len(c.Nodes) != 3 {
@@ -82,7 +85,9 @@ func TestCluster(t *testing.T) {
 		other := c.PrimaryOf(t, Slot("{stays}"))
 		c.Do(t, "SET", "{stays}k", "here")
 
+		start := time.Now()
 		c.MoveSlot(t, slot, to)
+		t.Logf("slot %d with 101 keys moved in %v", slot, time.Since(start))
 
 		if got := c.PrimaryOf(t, slot); got != to {
 			t.Fatalf("slot %d on %s after MoveSlot, want %s", slot, got.Addr, to.Addr)
@@ -167,7 +172,9 @@ func TestCluster(t *testing.T) {
 // over with the acknowledged write, and the killed node, restarted, comes
 // back as that replica's replica.
 func TestClusterFailover(t *testing.T) {
+	start := time.Now()
 	c := StartCluster(t, ClusterConfig{Replicas: 1})
+	t.Logf("6-node cluster up in %v", time.Since(start))
 	if len(c.Nodes) != 6 || len(c.Primaries(t)) != 3 {
 		t.Fatalf("%d nodes, %d primaries; want 6 and 3", len(c.Nodes), len(c.Primaries(t)))
 	}
@@ -182,7 +189,9 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatalf("SET + WAIT 1 0: %v %v", replies, err)
 	}
 
+	start = time.Now()
 	killed := c.KillPrimaryOf(t, slot)
+	t.Logf("kill -9 to a promoted replica and a converged cluster: %v", time.Since(start))
 	if killed != before || killed.alive() {
 		t.Fatalf("killed %s (alive %t), want %s dead", killed.Addr, killed.alive(), before.Addr)
 	}
@@ -205,8 +214,10 @@ func TestClusterFailover(t *testing.T) {
 
 	// Restart reuses nodes.conf: the node rejoins as a replica of the node
 	// that took its slots and resyncs from it (its own data died with it).
+	start = time.Now()
 	killed.Restart(t)
 	c.Settle(t)
+	t.Logf("restart to a synced replica: %v", time.Since(start))
 	if p := c.Primaries(t); len(p) != 3 || slices.Contains(p, killed) {
 		t.Fatalf("primaries after the restart: %v", addrs(p))
 	}
