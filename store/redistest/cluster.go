@@ -25,9 +25,9 @@ const Slots = 16384
 // convergence is not what these tests are about.
 const clusterDeadline = 30 * time.Second
 
-// migrateBatch is how many keys one MIGRATE moves in MoveSlot (redis-cli's
-// reshard uses 10 by default); smaller than the 100 keys of the harness's
-// own test so that the batch loop runs more than once.
+// migrateBatch is how many keys one MIGRATE moves in MoveSlot: smaller
+// than the 100 keys of the harness's own test, so that its batch loop runs
+// more than once.
 const migrateBatch = 64
 
 // ClusterConfig shapes the cluster StartCluster builds.
@@ -135,9 +135,9 @@ func startClusterNode(t testing.TB, bin string, timeout time.Duration) *Server {
 			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
 			"--cluster-node-timeout", strconv.FormatInt(timeout.Milliseconds(), 10),
 			"--cluster-allow-replica-migration", "no",
-			// A replica whose link has been down for a while may still be
-			// promoted (the default refuses after about 10 node timeouts):
-			// the failover tests want a promotion, not a dead cluster.
+			// Factor 0: a replica may be promoted however long its link has
+			// been down, so a failover test gets a promotion, not a cluster
+			// left down.
 			"--cluster-replica-validity-factor", "0",
 			"--notify-keyspace-events", "Ex",
 			// No delay before a replica's full sync (the default waits 5 s
@@ -366,8 +366,9 @@ func (c *Cluster) MoveSlot(t testing.TB, slot int, to *Server) {
 		// around the MIGRATING/IMPORTING rules, which a test should see.
 		mustCall(t, from, append([]string{"MIGRATE", host, port, "", "0", "5000", "KEYS"}, keys...)...)
 	}
-	// The target first, so that it bumps its epoch and its claim wins, then
-	// the old owner (which refuses if it still holds keys), then the rest.
+	// The target first: once the old owner answers MOVED, the target must
+	// already serve the slot, or clients bounce between the two. Then the
+	// old owner (which refuses if it still holds keys), then the rest.
 	mustCall(t, to, "CLUSTER", "SETSLOT", s, "NODE", toID)
 	mustCall(t, from, "CLUSTER", "SETSLOT", s, "NODE", toID)
 	for _, m := range c.Primaries(t) {
