@@ -233,7 +233,9 @@ func (c *Cluster) Primaries(t testing.TB) []*Server {
 	return out
 }
 
-// PrimaryOf returns the master of slot as a live node sees it.
+// PrimaryOf returns the master of slot as the first live node sees it: a
+// node killed by hand stays the master until the cluster fails it over.
+// After StartCluster, KillPrimaryOf, MoveSlot and Settle all nodes agree.
 func (c *Cluster) PrimaryOf(t testing.TB, slot int) *Server {
 	t.Helper()
 	if slot < 0 || slot >= Slots {
@@ -258,17 +260,19 @@ func (c *Cluster) DoOn(t testing.TB, s *Server, args ...string) string {
 // Do runs a key command with redis-cli -c semantics: it is sent to the
 // master of its first key's slot (args[1]; the first live node for a
 // command without arguments) and follows MOVED and ASK redirections,
-// retrying on TRYAGAIN and CLUSTERDOWN, until a real reply. The reply is
-// flattened like Server.DoAll; an error reply other than those fails the
-// test.
+// retrying on TRYAGAIN and CLUSTERDOWN, and on a node it cannot reach (a
+// master killed by hand, not yet failed over), until a real reply or 30 s.
+// The reply is flattened like Server.DoAll; an error reply other than
+// those fails the test.
 func (c *Cluster) Do(t testing.TB, args ...string) string {
 	t.Helper()
-	var addr string
-	if len(args) > 1 {
-		addr = c.PrimaryOf(t, Slot(args[1])).Addr
-	} else {
-		addr = c.live(t)[0].Addr
+	pick := func() string {
+		if len(args) > 1 {
+			return c.PrimaryOf(t, Slot(args[1])).Addr
+		}
+		return c.live(t)[0].Addr
 	}
+	addr := pick()
 	asking := false
 	deadline := time.Now().Add(clusterDeadline)
 	for {
@@ -278,7 +282,12 @@ func (c *Cluster) Do(t testing.TB, args ...string) string {
 		}
 		replies, err := callSeq(addr, cmds...)
 		if err != nil {
-			t.Fatalf("%s on %s: %v", args[0], addr, err)
+			if time.Now().After(deadline) {
+				t.Fatalf("%s on %s: %v", args[0], addr, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+			addr, asking = pick(), false
+			continue
 		}
 		reply := replies[len(replies)-1]
 		e, isErr := reply.(respError)
@@ -336,8 +345,8 @@ func (c *Cluster) KillPrimaryOf(t testing.TB, slot int) (killed *Server) {
 	return killed
 }
 
-// MoveSlot reshards one slot with its keys to the master to, live, the way
-// redis-cli --cluster reshard does: CLUSTER SETSLOT IMPORTING on to,
+// MoveSlot reshards one slot with its keys to the master to, live:
+// CLUSTER SETSLOT IMPORTING on to,
 // MIGRATING on the owner, MIGRATE of the keys in batches (GETKEYSINSLOT)
 // until none is left, then SETSLOT NODE on to, the old owner and every
 // other master. Clients in between see ASK redirections. It returns once
@@ -422,8 +431,14 @@ func (c *Cluster) settle(t testing.TB, also func(*clusterView) error) {
 func (c *Cluster) converged() (*clusterView, error) {
 	var ref *clusterView
 	var refSig string
+	liveID := map[string]bool{}
 	for _, s := range c.Nodes {
-		if !s.alive() {
+		if s.alive() {
+			liveID[c.ids[s]] = true
+		}
+	}
+	for _, s := range c.Nodes {
+		if !liveID[c.ids[s]] {
 			continue
 		}
 		raw, err := call(s.Addr, "CLUSTER", "INFO")
@@ -463,7 +478,7 @@ func (c *Cluster) converged() (*clusterView, error) {
 		}
 		var sig strings.Builder
 		for _, o := range c.Nodes {
-			if !o.alive() {
+			if !liveID[c.ids[o]] {
 				continue
 			}
 			n := v.byID[c.ids[o]]
@@ -473,7 +488,7 @@ func (c *Cluster) converged() (*clusterView, error) {
 			fmt.Fprintf(&sig, "%s master=%t of=%s failed=%t\n", o.Addr, n.master, n.masterID, n.failed)
 		}
 		for slot, id := range v.owner {
-			if o := c.byID(id); o == nil || !o.alive() {
+			if !liveID[id] {
 				return nil, fmt.Errorf("%s: slot %d owned by %q, not a live node", s.Addr, slot, id)
 			}
 		}
@@ -495,7 +510,8 @@ func (c *Cluster) converged() (*clusterView, error) {
 }
 
 // NodeID returns s's cluster node ID (stable across Restart), for tests
-// that send CLUSTER commands of their own (SETSLOT, FAILOVER, FORGET…).
+// that send CLUSTER commands of their own (SETSLOT, FAILOVER…). Settle
+// expects every node to stay known: do not FORGET one.
 func (c *Cluster) NodeID(s *Server) string { return c.ids[s] }
 
 func (c *Cluster) byID(id string) *Server {

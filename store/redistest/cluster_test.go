@@ -229,6 +229,24 @@ func TestClusterFailover(t *testing.T) {
 	if err != nil || replies[1] != "kept" || replies[2] != "new" {
 		t.Fatalf("READONLY GETs on the restarted replica: %v %v", replies, err)
 	}
+
+	// A primary killed by hand (each has a live replica now, the restarted
+	// node included): Do keeps retrying the unreachable master until its
+	// replica takes over, and Settle sees the cluster whole again.
+	key := "{by-hand}k"
+	second := c.PrimaryOf(t, Slot(key))
+	replies, err = callSeq(second.Addr, []string{"SET", key, "still"}, []string{"WAIT", "1", "0"})
+	if err != nil || replies[1] != int64(1) {
+		t.Fatalf("SET + WAIT on %s: %v %v", second.Addr, replies, err)
+	}
+	second.Kill()
+	if got := c.Do(t, "GET", key); got != "still" {
+		t.Fatalf("Do GET across a failover: %q", got)
+	}
+	c.Settle(t)
+	if got := c.PrimaryOf(t, Slot(key)); got == second || !got.alive() {
+		t.Fatalf("slot %d still on the killed %s", Slot(key), second.Addr)
+	}
 }
 
 func addrs(ss []*Server) []string {
