@@ -102,14 +102,22 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(10000))
 	health := time.NewTicker(time.Second)
 	defer health.Stop()
+	started := time.Now()
 	for {
 		var msg any
 		select {
 		case <-ctx.Done():
 			return last
 		case <-health.C:
-			// A connection that go-redis keeps redialling to a primary that
-			// failed over stays broken: start over from the new slot map.
+			// A subscription sent to a node that no longer owns the slot
+			// (a stale slot map) is refused and never confirmed, and a
+			// connection that go-redis keeps redialling to a primary that
+			// failed over stays broken: either way, start over from the
+			// cluster's current slot map.
+			if !s.partSubbed[p.index].Load() && time.Since(started) > 2*time.Second {
+				s.log.Debug("presence: partition subscription not confirmed; resubscribing", "partition", p.index)
+				return last
+			}
 			if err := ps.Ping(ctx); err != nil && ctx.Err() == nil {
 				s.log.Debug("presence: partition subscription unhealthy; resubscribing", "partition", p.index, "error", err)
 				return last

@@ -55,6 +55,7 @@ type ClusterStore struct {
 	partSubbed []atomic.Bool // per partition: subscribed right now
 	isClosed   atomic.Bool
 	reaps      chan [2]string
+	lastReload atomic.Int64 // unix ns of the last slot map reload exec asked for
 
 	pendingMu sync.Mutex
 	pending   map[string]*Subscription // barrier token → subscription waiting for its barriers
@@ -151,10 +152,22 @@ func NewCluster(ctx context.Context, redisURL string, opts Options, log *slog.Lo
 	if err != nil {
 		return nil, fmt.Errorf("redis url: %w", err)
 	}
+	if strings.ContainsAny(opts.KeyPrefix, "{}") {
+		// A brace in the prefix would become the keys' hash tag and put
+		// every partition into one slot.
+		return nil, fmt.Errorf("redis cluster: key prefix %q: no { or } allowed", opts.KeyPrefix)
+	}
 	if log == nil {
 		log = slog.Default()
 	}
 	opts = opts.withDefaults()
+	if copts.ClusterStateReloadInterval == 0 {
+		// go-redis reloads its slot map every 60 s by default and not after
+		// a connection error: a failover would go unnoticed that long.
+		// exec also reloads it at once on the errors a moved or failed
+		// primary causes.
+		copts.ClusterStateReloadInterval = time.Second
+	}
 	s := &ClusterStore{
 		client:     redis.NewClusterClient(copts),
 		opts:       opts,
@@ -268,8 +281,15 @@ func (s *ClusterStore) exec(ctx context.Context, calls []*call, more func(redis.
 	_, _ = pipe.Exec(ctx) // errors are per command
 	var again []*call
 	for _, c := range calls {
-		if err := c.cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		err := c.cmd.Err()
+		switch {
+		case err == nil, errors.Is(err, redis.Nil):
+		case redis.HasErrorPrefix(err, "NOSCRIPT"):
 			again = append(again, c)
+		case !isReply(err):
+			s.reloadSlots() // a connection error: the primary may have failed over
+		case redis.HasErrorPrefix(err, "CLUSTERDOWN"), redis.HasErrorPrefix(err, "MOVED"):
+			s.reloadSlots()
 		}
 	}
 	if len(again) == 0 {
@@ -280,6 +300,24 @@ func (s *ClusterStore) exec(ctx context.Context, calls []*call, more func(redis.
 		c.cmd = c.sc.Eval(ctx, pipe, c.keys, c.args...)
 	}
 	_, _ = pipe.Exec(ctx)
+}
+
+// isReply reports whether err is a reply of the server (a refusal) rather
+// than a failure to reach it.
+func isReply(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
+}
+
+// reloadSlots reloads the cluster's slot map in the background, at most
+// every 200 ms.
+func (s *ClusterStore) reloadSlots() {
+	now := time.Now().UnixNano()
+	last := s.lastReload.Load()
+	if now-last < int64(200*time.Millisecond) || !s.lastReload.CompareAndSwap(last, now) {
+		return
+	}
+	go s.client.ReloadState(context.Background())
 }
 
 func (s *ClusterStore) run(ctx context.Context, sc *redis.Script, keys []string, args ...any) *redis.Cmd {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/presenced/presenced/internal/redisslot"
 	"io"
 	"net"
 	"os"
@@ -756,22 +757,4 @@ func asString(v any) string {
 // of its hash tag, modulo 16384. The tag is what lies between the first
 // "{" and the first "}" after it, if that is not empty ("{}" and an
 // unclosed "{" hash the whole key), as in the Redis Cluster specification.
-func Slot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	var crc uint16
-	for i := 0; i < len(key); i++ {
-		crc ^= uint16(key[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return int(crc) % Slots
-}
+func Slot(key string) int { return redisslot.Of(key) }
