@@ -16,6 +16,10 @@ type Subscription struct {
 	// active is false until a backend whose events travel through a server
 	// has seen its barrier (see RedisStore.Subscribe); guarded by feed.mu.
 	active bool
+	// parts has bit p set once the barrier of partition p has passed (a
+	// partitioned backend: ClusterStore); when all have, active is set.
+	// Guarded by feed.mu.
+	parts uint64
 }
 
 // C delivers the events. It is closed when the subscription ends; Err then
@@ -92,14 +96,19 @@ func (f *feed) removeLocked(s *Subscription, why error) {
 }
 
 // publish delivers events in order to every subscription.
-func (f *feed) publish(events ...Event) {
+func (f *feed) publish(events ...Event) { f.publishFrom(-1, events...) }
+
+// publishFrom delivers events of partition part (-1: not partitioned) in
+// order to every subscription that is active, or for which part's barrier
+// has passed.
+func (f *feed) publishFrom(part int, events ...Event) {
 	if len(events) == 0 {
 		return
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for s := range f.subs {
-		if !s.active {
+		if !s.active && (part < 0 || s.parts&(1<<part) == 0) {
 			continue
 		}
 		for _, e := range events {
@@ -119,6 +128,17 @@ func (f *feed) publish(events ...Event) {
 func (f *feed) activate(s *Subscription) {
 	f.mu.Lock()
 	s.active = true
+	f.mu.Unlock()
+}
+
+// activatePart records that partition part's barrier has passed for s: its
+// events reach s from now on; once all n partitions' have, s is active.
+func (f *feed) activatePart(s *Subscription, part, n int) {
+	f.mu.Lock()
+	s.parts |= 1 << part
+	if s.parts == 1<<n-1 {
+		s.active = true
+	}
 	f.mu.Unlock()
 }
 

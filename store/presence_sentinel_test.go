@@ -62,7 +62,7 @@ func TestParseSentinelURL(t *testing.T) {
 // keeper plays a node's stream layer: it refreshes its streams every
 // interval and at once after a resync (as the hub does), so that state lost
 // in a failover is re-created.
-func keeper(t *testing.T, s *RedisStore, items []StreamRefresh, every time.Duration) (stop func()) {
+func keeper(t *testing.T, s Store, items []StreamRefresh, every time.Duration) (stop func()) {
 	sub := mustSubscribe(t, s)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

@@ -63,7 +63,7 @@ func gatewayMain(args []string) int {
 	if cfg.RedisURL == "" {
 		st = store.NewMemory(opts)
 	} else {
-		st, err = store.NewRedis(ctx, cfg.RedisURL, opts, log)
+		st, err = store.OpenRedis(ctx, cfg.RedisURL, opts, log)
 		if err != nil {
 			log.Error("cannot open the presence store", "err", err)
 			return 1

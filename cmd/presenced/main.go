@@ -113,7 +113,7 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (store.
 		log.Info("using the embedded in-process store (one node)")
 		return store.NewMemory(opts), nil
 	}
-	return store.NewRedis(ctx, cfg.RedisURL, opts, log)
+	return store.OpenRedis(ctx, cfg.RedisURL, opts, log)
 }
 
 // revision may be set at link time (-ldflags "-X main.revision=…") where

@@ -288,7 +288,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	whURLs.add(env("PRESENCE_WEBHOOK_URL", ""))
 	whURLs.fromEnv = len(whURLs.urls) > 0
 	fs.StringVar(&c.Addr, "addr", env("PRESENCE_ADDR", c.Addr), "listen address (PRESENCE_ADDR)")
-	fs.StringVar(&c.RedisURL, "redis-url", env("PRESENCE_REDIS_URL", ""), "redis://… or redis+sentinel://sentinel:26379,…/mastername[/db] URL; empty = the embedded in-process store (PRESENCE_REDIS_URL)")
+	fs.StringVar(&c.RedisURL, "redis-url", env("PRESENCE_REDIS_URL", ""), "redis://…, rediss://…, redis+sentinel://sentinel:26379,…/mastername[/db] or redis+cluster://node:6379?addr=node2:6379… URL; empty = the embedded in-process store (PRESENCE_REDIS_URL)")
 	fs.StringVar(&secret, "secret", env("PRESENCE_SECRET", ""), "HMAC key for HS256 tokens; required unless --dev (PRESENCE_SECRET)")
 	fs.BoolVar(&c.Dev, "dev", envBool("PRESENCE_DEV", false), "demo sign-in at /login, a throwaway secret (PRESENCE_DEV)")
 	fs.DurationVar(&c.TTL, "ttl", envDur("PRESENCE_TTL", c.TTL), "session lifetime after its last sign of life (PRESENCE_TTL)")

@@ -29,8 +29,9 @@ type Server struct {
 	bin  string
 	args []string
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	dead bool // stopped (Kill, or the test's end) and not restarted
 }
 
 var prefixSeq atomic.Int64
@@ -121,25 +122,32 @@ func (s *Server) Do(t testing.TB, args ...string) string {
 // script cache and CONFIG SET changes are lost, as in a crash without
 // persistence) and starts a fresh one on the same port with the same
 // arguments. Clients see their connections drop and must reconnect.
+// A server stopped by Kill is just started again. A cluster node keeps its
+// nodes.conf, so it rejoins with its node ID and its last saved view of
+// the cluster (see Cluster.KillPrimaryOf for what a killed primary comes
+// back as).
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c, err := net.DialTimeout("tcp", s.Addr, 2*time.Second)
-	if err != nil {
-		t.Fatalf("dial redis: %v", err)
-	}
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	_, _ = c.Write([]byte("*2\r\n$8\r\nSHUTDOWN\r\n$6\r\nNOSAVE\r\n"))
-	_, _ = bufio.NewReader(c).ReadString('\n') // the server closes the connection: no reply
-	c.Close()
-	exited := make(chan struct{})
-	go func() { _ = s.cmd.Wait(); close(exited) }()
-	select {
-	case <-exited:
-	case <-time.After(10 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-exited
+	if !s.dead {
+		c, err := net.DialTimeout("tcp", s.Addr, 2*time.Second)
+		if err != nil {
+			t.Fatalf("dial redis: %v", err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = c.Write([]byte("*2\r\n$8\r\nSHUTDOWN\r\n$6\r\nNOSAVE\r\n"))
+		_, _ = bufio.NewReader(c).ReadString('\n') // the server closes the connection: no reply
+		c.Close()
+		exited := make(chan struct{})
+		go func() { _ = s.cmd.Wait(); close(exited) }()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-exited
+		}
+		s.dead = true
 	}
 	// The port was just ours; retry briefly in case it is not free yet.
 	for attempt := 0; attempt < 20; attempt++ {
@@ -149,6 +157,7 @@ func (s *Server) Restart(t testing.TB) {
 		}
 		if waitReady(s.Addr, 5*time.Second) {
 			s.cmd = cmd
+			s.dead = false
 			return
 		}
 		_ = cmd.Process.Kill()
@@ -162,8 +171,19 @@ func (s *Server) Restart(t testing.TB) {
 func (s *Server) stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.dead {
+		return
+	}
+	s.dead = true
 	_ = s.cmd.Process.Kill()
 	_ = s.cmd.Wait()
+}
+
+// alive reports whether the server was started and not stopped since.
+func (s *Server) alive() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.dead
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago

@@ -1,0 +1,280 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/presenced/presenced/store/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+func openCluster(t testing.TB, c *redistest.Cluster, opts Options) *ClusterStore {
+	t.Helper()
+	if opts.KeyPrefix == "" {
+		opts.KeyPrefix = redistest.Prefix(t)
+	}
+	s, err := NewCluster(context.Background(), c.URL(), opts, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("NewCluster: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// The whole contract on a 3-primary Redis Cluster: every script call must
+// keep to one slot (a cross-slot call fails there with CROSSSLOT).
+func TestClusterConformance(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterConfig{})
+	runConformance(t, func(t *testing.T, opts Options) Store { return openCluster(t, c, opts) })
+}
+
+// The partitions' slots are spread over the shards: with 3 primaries of
+// equal slot ranges each holds its share within ±20 %.
+func TestClusterPartitionsSpread(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterConfig{})
+	parts := newPartitions("presenced:", ClusterPartitions)
+	per := map[string]int{}
+	for _, p := range parts {
+		if got := redistest.Slot(p.key("log")); got != p.slot {
+			t.Fatalf("partition %d: key slot %d, want %d", p.index, got, p.slot)
+		}
+		per[c.PrimaryOf(t, p.slot).Addr]++
+	}
+	mean := float64(len(parts)) / float64(len(c.Primaries(t)))
+	for addr, n := range per {
+		if float64(n) < 0.8*mean || float64(n) > 1.2*mean {
+			t.Errorf("primary %s holds %d of %d partitions (mean %.1f)", addr, n, len(parts), mean)
+		}
+	}
+	if len(per) != 3 {
+		t.Errorf("partitions on %d primaries, want 3: %v", len(per), per)
+	}
+	// Users and rooms spread over the partitions too.
+	hits := make([]int, len(parts))
+	for i := range 1600 {
+		hits[partOf(parts, fmt.Sprintf("user-%d", i)).index]++
+	}
+	for i, n := range hits {
+		if n < 60 || n > 140 {
+			t.Errorf("partition %d holds %d of 1,600 users", i, n)
+		}
+	}
+}
+
+func TestClusterURL(t *testing.T) {
+	o, err := parseClusterURL("redis+cluster://u:p@h1:7000?addr=h2:7001&addr=h3:7002&dial_timeout=3s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(o.Addrs, ",") != "h1:7000,h2:7001,h3:7002" || o.Username != "u" || o.Password != "p" ||
+		o.DialTimeout != 3*time.Second {
+		t.Fatalf("parsed %+v", o)
+	}
+	if o, err := parseClusterURL("rediss+cluster://h1:7000"); err != nil || o.TLSConfig == nil {
+		t.Fatalf("rediss+cluster: %+v, %v", o, err)
+	}
+	for _, bad := range []string{"redis://h1:7000", "redis+cluster://h1:7000?nonsense=1"} {
+		if _, err := parseClusterURL(bad); err == nil {
+			t.Errorf("parseClusterURL(%q) accepted", bad)
+		}
+	}
+	if !IsClusterURL("redis+cluster://h:1") || IsClusterURL("redis://h:1") || IsClusterURL("redis+sentinel://h:1/m") {
+		t.Error("IsClusterURL")
+	}
+	if _, err := NewCluster(context.Background(), "redis+cluster://127.0.0.1:1", Options{KeyPrefix: "a{b}:"}, nil); err == nil {
+		t.Error("NewCluster accepted a key prefix with a hash tag")
+	}
+}
+
+// clusterLive is the state the cluster tests hold: users kept alive by a
+// keeper on node a (stream-held memberships of room "lobby"), one user
+// whose heartbeats stop, and one who ends their session.
+type clusterLive struct {
+	a, b  *ClusterStore
+	live  []string
+	stop  func()
+	start time.Time
+}
+
+func startLive(t *testing.T, c *redistest.Cluster, opts Options) *clusterLive {
+	a, b := openCluster(t, c, opts), openCluster(t, c, opts)
+	waitReady(t, a)
+	waitReady(t, b)
+	ctx := context.Background()
+	var items []StreamRefresh
+	l := &clusterLive{a: a, b: b}
+	for i := range 12 {
+		uid := fmt.Sprintf("live%d", i)
+		l.live = append(l.live, uid)
+		items = append(items, StreamRefresh{User: Profile{ID: uid}, SessionID: "session-" + uid, Room: "lobby", Hold: opts.TTL})
+	}
+	mustRefresh(t, a, items...)
+	l.stop = keeper(t, a, items, opts.TTL/3)
+	t.Cleanup(l.stop)
+	must(t, b.Join(ctx, "lobby", Heartbeat{User: Profile{ID: "gone"}, SessionID: "session-gone"}))
+	must(t, b.Join(ctx, "lobby", Heartbeat{User: Profile{ID: "ended"}, SessionID: "session-ended"}))
+	must(t, b.EndSession(ctx, "ended", "session-ended"))
+	l.start = time.Now()
+	return l
+}
+
+// truth reports whether s shows exactly the live users online and in the
+// lobby, and the others offline.
+func (l *clusterLive) truth(s Store) bool {
+	ctx := context.Background()
+	p, err := s.Presence(ctx, append([]string{"gone", "ended"}, l.live...))
+	if err != nil {
+		return false
+	}
+	for _, uid := range l.live {
+		if p[uid] == nil || p[uid].Status != StatusOnline {
+			return false
+		}
+	}
+	for _, uid := range []string{"gone", "ended"} {
+		if p[uid] != nil && p[uid].Status != StatusOffline {
+			return false
+		}
+	}
+	m, err := s.Members(ctx, "lobby")
+	return err == nil && len(m) == len(l.live)
+}
+
+// settles waits for both nodes to show the truth, then checks it stays
+// true for longer than a TTL (the keeper's refreshes keep the live users;
+// the others never come back).
+func (l *clusterLive) settles(t *testing.T, ttl time.Duration, what string) {
+	t.Helper()
+	eventually(t, 30*time.Second, what+": node a shows the truth", func() bool { return l.truth(l.a) })
+	eventually(t, 30*time.Second, what+": node b shows the truth", func() bool { return l.truth(l.b) })
+	t.Logf("%s: state true on both nodes %v after the start", what, time.Since(l.start).Round(time.Millisecond))
+	until := time.Now().Add(ttl + time.Second)
+	for time.Now().Before(until) {
+		if !l.truth(l.a) || !l.truth(l.b) {
+			t.Fatalf("%s: state diverged from the truth after it had settled", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A partition's slot is resharded to another primary while sessions live
+// in it: calls keep working (go-redis follows ASK and MOVED), the nodes'
+// subscriptions follow the slot to its new owner (the shard ends them with
+// sunsubscribe), and expiry and events go on.
+func TestClusterReshardWhileLive(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterConfig{})
+	opts := Options{TTL: 2 * time.Second, SweepInterval: 50 * time.Millisecond, KeyPrefix: redistest.Prefix(t)}
+	l := startLive(t, c, opts)
+	sub := mustSubscribe(t, l.b)
+	parts := l.a.parts
+	lobby := partOf(parts, "lobby")
+	gone := partOf(parts, "gone")
+	for _, p := range []*partition{lobby, gone} {
+		from := c.PrimaryOf(t, p.slot)
+		var to *redistest.Server
+		for _, m := range c.Primaries(t) {
+			if m != from {
+				to = m
+				break
+			}
+		}
+		c.MoveSlot(t, p.slot, to)
+		if got := c.PrimaryOf(t, p.slot); got != to {
+			t.Fatalf("slot %d owned by %s after the move, want %s", p.slot, got.Addr, to.Addr)
+		}
+	}
+	// gone's session expires in its moved partition; the lobby's leave too.
+	waitAll(t, sub, expiryTimeout, isOffline("gone"), func(e Event) bool {
+		return e.Kind == EventLeave && e.Room == "lobby" && e.User.ID == "gone"
+	})
+	l.settles(t, opts.TTL, "after resharding")
+	// New events of the moved partitions reach a subscription opened
+	// before the move.
+	ctx := context.Background()
+	must(t, l.a.Join(ctx, "lobby", Heartbeat{User: Profile{ID: "newcomer"}, SessionID: "session-newcomer", TTL: time.Minute}))
+	waitEvent(t, sub, eventTimeout, func(e Event) bool {
+		return e.Kind == EventJoin && e.Room == "lobby" && e.User.ID == "newcomer"
+	})
+}
+
+// A primary is killed (SIGKILL) and its replica promoted: writes not yet
+// replicated may be lost. Every node notices (resync), the keeper's
+// refreshes rebuild the live users' state on the new primary, and no one
+// who is gone shows online past the TTL.
+func TestClusterPrimaryKilled(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterConfig{Replicas: 1})
+	opts := Options{TTL: 2 * time.Second, SweepInterval: 50 * time.Millisecond, KeyPrefix: redistest.Prefix(t)}
+	l := startLive(t, c, opts)
+	subA, subB := mustSubscribe(t, l.a), mustSubscribe(t, l.b)
+	start := time.Now()
+	c.KillPrimaryOf(t, partOf(l.a.parts, "lobby").slot)
+	promoted := time.Since(start)
+	waitResync(t, subA, 20*time.Second)
+	waitResync(t, subB, 20*time.Second)
+	t.Logf("replica promoted %v, both nodes resynced %v after the kill", promoted.Round(time.Millisecond),
+		time.Since(start).Round(time.Millisecond))
+	l.settles(t, opts.TTL, "after the failover")
+	// The new primary runs the scripts and has expiry notifications on.
+	ctx := context.Background()
+	must(t, l.a.Join(ctx, "lobby", Heartbeat{User: Profile{ID: "late"}, SessionID: "session-late", TTL: time.Second}))
+	waitEvent(t, subB, expiryTimeout, isOffline("late"))
+}
+
+// CLIENT KILL TYPE pubsub on one shard drops every node's subscriptions of
+// the partitions it owns: go-redis reconnects them, and what was published
+// meanwhile comes from each partition's log, so no event is lost.
+func TestClusterPubSubKilledOnOneShard(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterConfig{})
+	s := openCluster(t, c, quick())
+	waitReady(t, s)
+	sub := mustSubscribe(t, s)
+	ctx := context.Background()
+	shard := c.PrimaryOf(t, partOf(s.parts, "alice").slot)
+	for range 5 {
+		c.DoOn(t, shard, "CLIENT", "KILL", "TYPE", "pubsub")
+		must(t, s.Heartbeat(ctx, Heartbeat{User: alice, SessionID: sid1, TTL: time.Minute}))
+		expectStatus(t, sub, eventTimeout, "alice", StatusOffline, StatusOnline)
+		c.DoOn(t, shard, "CLIENT", "KILL", "TYPE", "pubsub")
+		must(t, s.EndSession(ctx, "alice", sid1))
+		expectStatus(t, sub, eventTimeout, "alice", StatusOnline, StatusOffline)
+	}
+	// Expiry across kills: the session's deadline passes while the
+	// subscriptions are being dropped.
+	must(t, s.Heartbeat(ctx, Heartbeat{User: alice, SessionID: sid2, TTL: time.Second}))
+	expectStatus(t, sub, eventTimeout, "alice", StatusOffline, StatusOnline)
+	for range 5 {
+		c.DoOn(t, shard, "CLIENT", "KILL", "TYPE", "pubsub")
+		time.Sleep(100 * time.Millisecond)
+	}
+	waitEvent(t, sub, expiryTimeout, isOffline("alice"))
+	waitReady(t, s)
+}
+
+// waitAll waits until an event has matched each of matches, in any order
+// (events of different partitions are not ordered).
+func waitAll(t testing.TB, sub *Subscription, timeout time.Duration, matches ...func(Event) bool) {
+	t.Helper()
+	end := time.Now().Add(timeout)
+	left := append([]func(Event) bool(nil), matches...)
+	for len(left) > 0 {
+		e := nextEvent(t, sub, max(time.Until(end), time.Millisecond))
+		for i, m := range left {
+			if m(e) {
+				left = append(left[:i], left[i+1:]...)
+				break
+			}
+		}
+	}
+}
+
+// go-redis logs every failed redial of a killed node; the tests kill nodes
+// on purpose.
+func init() { redis.SetLogger(discardRedisLog{}) }
+
+type discardRedisLog struct{}
+
+func (discardRedisLog) Printf(context.Context, string, ...any) {}
