@@ -1,9 +1,8 @@
-//go:build soak && cluster
+//go:build soak
 
 package nodetest
 
-// The soak's Redis Cluster backend (SOAK_BACKEND=cluster, built with
-// -tags soak,cluster; make soak adds the tag): the three nodes use
+// The soak's Redis Cluster backend (SOAK_BACKEND=cluster): the three nodes use
 // --redis-url redis+cluster://… to 3 primaries with one replica each
 // (redistest.StartCluster). Its faults, taken in turn after the node
 // faults: a primary killed with SIGKILL (its replica promoted by the
@@ -21,8 +20,6 @@ import (
 
 	"github.com/presenced/presenced/store/redistest"
 )
-
-func init() { soakBackends["cluster"] = clusterBackend }
 
 func clusterBackend(t *testing.T) *soakBackend {
 	c := redistest.StartCluster(t, redistest.ClusterConfig{Primaries: 3, Replicas: 1})

@@ -669,11 +669,11 @@ type soakBackend struct {
 	apply func(sk *soak, kind string, f *fault)
 }
 
-// soakBackends are the SOAK_BACKEND values; the cluster one registers
-// itself from soak_cluster_test.go.
+// soakBackends are the SOAK_BACKEND values.
 var soakBackends = map[string]func(t *testing.T) *soakBackend{
 	"single":   singleBackend,
 	"sentinel": sentinelBackend,
+	"cluster":  clusterBackend,
 }
 
 // singleBackend: one redis-server; the faults of the first soak.
@@ -755,11 +755,7 @@ func TestSoak(t *testing.T) {
 	}
 	newBackend, ok := soakBackends[backendName]
 	if !ok {
-		hint := ""
-		if backendName == "cluster" {
-			hint = " (the cluster backend is built with -tags soak,cluster: make soak SOAK_BACKEND=cluster)"
-		}
-		t.Fatalf("SOAK_BACKEND=%q: not one of single, sentinel, cluster%s", backendName, hint)
+		t.Fatalf("SOAK_BACKEND=%q: not one of single, sentinel, cluster", backendName)
 	}
 	backend := newBackend(t)
 	secret := Secret()
@@ -1004,6 +1000,7 @@ func TestSoak(t *testing.T) {
 	elapsed := end.Sub(sk.started)
 	fmt.Fprintf(&b, "soak (SOAK_BACKEND=%s): %v, 3 nodes on %s, %d tabs + %d API clients over %d users and %d rooms, %d watch-only subscribers\n",
 		backendName, elapsed.Round(time.Second), backend.desc, soakTabs, soakAPI, soakUsers, soakRooms, len(watchers))
+	fmt.Fprintf(&b, "started %s (fault and divergence times below are seconds from then)\n", sk.started.UTC().Format("15:04:05.000"))
 	fmt.Fprintf(&b, "timings: --ttl %v --heartbeat %v --leave-grace %v; divergence threshold ttl + 1 s = %v\n", soakTTL, soakHeartbeat, soakGrace, soakThreshold)
 	fmt.Fprintf(&b, "operations: %d (%d refused or failed, mostly during faults), %.0f/s; oracle checks: %d (every %v, %d keys per subscriber)\n",
 		sk.o.ops.Load(), sk.o.failed.Load(), float64(sk.o.ops.Load())/elapsed.Seconds(), checks.Load(), checkEvery, soakUsers*(1+soakRooms))
@@ -1098,6 +1095,18 @@ func TestSoak(t *testing.T) {
 	if err := os.MkdirAll(out, 0o755); err == nil {
 		_ = os.WriteFile(filepath.Join(out, "report.txt"), []byte(b.String()), 0o644)
 		_ = os.WriteFile(filepath.Join(out, "report-"+backendName+".txt"), []byte(b.String()), 0o644)
+		// Every divergence past the threshold, in the order they began,
+		// and each node's log (its current process), for the analysis.
+		var all strings.Builder
+		sort.Slice(long, func(i, j int) bool { return long[i].start.Before(long[j].start) })
+		for _, ep := range long {
+			fmt.Fprintf(&all, "%.1fs +%v %s %s: view %s, truth %s (%s)\n", ep.start.Sub(sk.started).Seconds(),
+				ep.end.Sub(ep.start).Round(100*time.Millisecond), ep.sub, ep.key, ep.view, ep.truth, cause(ep))
+		}
+		_ = os.WriteFile(filepath.Join(out, "divergences-"+backendName+".txt"), []byte(all.String()), 0o644)
+		for i, n := range sk.nodes {
+			_ = os.WriteFile(filepath.Join(out, fmt.Sprintf("%s-n%d.log", backendName, i)), []byte(n.Log()), 0o644)
+		}
 	}
 	if len(long) > 0 {
 		t.Errorf("%d divergences lasted longer than %v", len(long), soakThreshold)
