@@ -41,6 +41,15 @@ func StartSentinel(t testing.TB) *Sentinel {
 // for DEBUG SLEEP).
 func StartSentinelWith(t testing.TB, extra ...string) *Sentinel {
 	t.Helper()
+	return StartSentinelArgs(t, extra, extra)
+}
+
+// StartSentinelArgs is StartSentinel with extra redis-server arguments for
+// the primary and for the replica, apart: for example a primary that the
+// sentinels cannot demote after a failover (REPLICAOF renamed away), like
+// an old primary on the far side of a partition.
+func StartSentinelArgs(t testing.TB, primaryExtra, replicaExtra []string) *Sentinel {
+	t.Helper()
 	bin, err := exec.LookPath("redis-sentinel")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -51,10 +60,10 @@ func StartSentinelWith(t testing.TB, extra ...string) *Sentinel {
 	// No delay before a diskless full sync (the default waits 5 s for more
 	// replicas), on both: after a failover the old primary syncs from the
 	// new one.
-	nodelay := append([]string{"--repl-diskless-sync-delay", "0"}, extra...)
-	primary := StartWith(t, nodelay...)
+	nodelay := []string{"--repl-diskless-sync-delay", "0"}
+	primary := StartWith(t, append(append([]string{}, nodelay...), primaryExtra...)...)
 	_, port, _ := strings.Cut(primary.Addr, ":")
-	replica := StartWith(t, append(nodelay, "--replicaof", "127.0.0.1", port)...)
+	replica := StartWith(t, append(append(append([]string{}, nodelay...), replicaExtra...), "--replicaof", "127.0.0.1", port)...)
 	d := &Sentinel{Primary: primary, Replica: replica}
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(replica.DoAll(t, "ROLE"), ":connected:") {
