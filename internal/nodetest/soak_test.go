@@ -115,6 +115,12 @@ func (s *sess) alive(now time.Time) bool {
 	if s.tab && s.connected && s.closedAt.IsZero() {
 		return true
 	}
+	return now.Before(s.expiry())
+}
+
+// expiry: when the session expires if nothing renews it (for a tab not
+// connected, or an API session).
+func (s *sess) expiry() time.Time {
 	last := s.lastAck
 	if s.tab && !s.lostAt.IsZero() && s.lostAt.After(last) {
 		last = s.lostAt
@@ -122,7 +128,7 @@ func (s *sess) alive(now time.Time) bool {
 	if s.tab && !s.closedAt.IsZero() && s.closedAt.After(last) {
 		last = s.closedAt
 	}
-	return now.Before(last.Add(soakTTL))
+	return last.Add(soakTTL)
 }
 
 // inRoom: whether the session is in room at now: 1 yes, 0 no, -1 not
@@ -179,6 +185,22 @@ type oracle struct {
 }
 
 type lossWindow struct{ from, until time.Time }
+
+// lateExpiry: the latest the store may carry out an expiry due at t (o.mu
+// held). An expiry falls due while the primary that holds it is gone
+// (within a loss window) happens once a primary is back: the window's end,
+// then a sweep (300 ms with margin).
+func (o *oracle) lateExpiry(t time.Time) time.Time {
+	for _, w := range o.windows {
+		if !t.Before(w.from) && (w.until.IsZero() || !t.After(w.until)) {
+			if w.until.IsZero() {
+				return time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+			}
+			t = w.until
+		}
+	}
+	return t.Add(300 * time.Millisecond)
+}
 
 // inWindow: t falls inside a loss window (o.mu held).
 func (o *oracle) inWindow(t time.Time) bool {
@@ -295,6 +317,20 @@ func (o *oracle) truth(now time.Time, rooms []string) (status map[string]string,
 			// A tab closed long ago, or an ended one: forget it.
 			if s.tab && !s.closedAt.IsZero() && now.Sub(s.closedAt) > time.Minute {
 				delete(o.sessions, id)
+			}
+			if !s.ended && len(o.windows) > 0 && now.Before(o.lateExpiry(s.expiry())) {
+				// Expired by now, unless its expiry fell due while its
+				// primary was gone: then it may still be live, with its
+				// rooms, for a while. Not known.
+				status[s.user] = "?"
+				for r := range s.apiRooms {
+					if members[r][s.user] == 0 {
+						members[r][s.user] = -1
+					}
+				}
+				if s.tab && s.room != "" && members[s.room][s.user] == 0 {
+					members[s.room][s.user] = -1
+				}
 			}
 			continue
 		}
@@ -567,7 +603,7 @@ func (s *sess) acked(o *oracle, send, now time.Time, status string) {
 	// of life may be an earlier one (the later ones lost with the old
 	// primary): the earliest expiry counts from the last one answered
 	// outside every loss window.
-	expLo, expHi := s.sureSend(o).Add(soakTTL), s.lastAck.Add(soakTTL+300*time.Millisecond)
+	expLo, expHi := s.sureSend(o).Add(soakTTL), o.lateExpiry(s.lastAck.Add(soakTTL))
 	fresh := s.ended || s.lastAck.IsZero()
 	switch {
 	case fresh || send.After(expHi):
