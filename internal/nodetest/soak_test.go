@@ -678,6 +678,49 @@ type episode struct {
 	start, end time.Time
 	view       string
 	truth      string
+	why        string // the oracle's sessions of the user when it began
+}
+
+// describe is what the oracle knows of user's sessions at now, for the
+// divergences file.
+func (o *oracle) describe(user string, now time.Time, started time.Time) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	at := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f", t.Sub(started).Seconds())
+	}
+	var parts []string
+	for id, s := range o.sessions {
+		if s.user != user || (!s.alive(now) && now.Sub(s.expiry()) > 10*time.Second) {
+			continue
+		}
+		d := fmt.Sprintf("%s alive=%v status=%s ack=%s", id, s.alive(now), s.status, at(s.lastAck))
+		if s.tab {
+			d += fmt.Sprintf(" room=%s connected=%v lost=%s closed=%s closeWin=%v", s.room, s.connected, at(s.lostAt), at(s.closedAt), s.closeWin)
+		} else {
+			var rs []string
+			for r, op := range s.roomOp {
+				rs = append(rs, fmt.Sprintf("%s:in=%v@%s", r, op.in, at(op.at)))
+			}
+			sort.Strings(rs)
+			d += fmt.Sprintf(" ended=%v api=%v maybe=%v ops=%v", s.ended, keys(s.apiRooms), keys(s.maybeRooms), rs)
+		}
+		parts = append(parts, d)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "; ")
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 type fault struct {
@@ -927,7 +970,8 @@ func TestSoak(t *testing.T) {
 						seen[k] = true
 						if view != truth {
 							if ep := open[k]; ep == nil {
-								open[k] = &episode{sub: w.name, key: "status:" + u, start: now, view: view, truth: truth}
+								open[k] = &episode{sub: w.name, key: "status:" + u, start: now, view: view, truth: truth,
+									why: sk.o.describe(u, now, sk.started)}
 							}
 						} else if ep := open[k]; ep != nil {
 							closeEp(k, ep, now)
@@ -954,6 +998,7 @@ func TestSoak(t *testing.T) {
 							if in[u] != (truth == 1) {
 								if ep := open[k]; ep == nil {
 									open[k] = &episode{sub: w.name, key: "member:" + r + ":" + u, start: now,
+										why:  sk.o.describe(u, now, sk.started),
 										view: fmt.Sprint(in[u]), truth: fmt.Sprint(truth == 1)}
 								}
 							} else if ep := open[k]; ep != nil {
@@ -1136,8 +1181,8 @@ func TestSoak(t *testing.T) {
 		var all strings.Builder
 		sort.Slice(long, func(i, j int) bool { return long[i].start.Before(long[j].start) })
 		for _, ep := range long {
-			fmt.Fprintf(&all, "%.1fs +%v %s %s: view %s, truth %s (%s)\n", ep.start.Sub(sk.started).Seconds(),
-				ep.end.Sub(ep.start).Round(100*time.Millisecond), ep.sub, ep.key, ep.view, ep.truth, cause(ep))
+			fmt.Fprintf(&all, "%.1fs +%v %s %s: view %s, truth %s (%s)\n    oracle then: %s\n", ep.start.Sub(sk.started).Seconds(),
+				ep.end.Sub(ep.start).Round(100*time.Millisecond), ep.sub, ep.key, ep.view, ep.truth, cause(ep), ep.why)
 		}
 		_ = os.WriteFile(filepath.Join(out, "divergences-"+backendName+".txt"), []byte(all.String()), 0o644)
 		for i, n := range sk.nodes {
