@@ -92,6 +92,10 @@ type sess struct {
 	// have lost its Detach, so the held membership may last until its own
 	// deadline (ttl + refresh after the last refresh).
 	closeWin bool
+	// frozenNode: the tab was closed while its stream's node was frozen
+	// (SIGSTOP), the node index, else -1. The node sees the close only when
+	// it resumes: the membership may last until then plus the grace.
+	frozenNode int
 	// winRooms: the maybeRooms that a loss window made undetermined (and
 	// nothing else since), so that closeLoss may settle them from roomOp.
 	winRooms map[string]bool
@@ -133,7 +137,15 @@ func (s *sess) expiry() time.Time {
 
 // inRoom: whether the session is in room at now: 1 yes, 0 no, -1 not
 // known (maybeRooms).
-func (s *sess) inRoom(room string, now time.Time) int8 {
+func (s *sess) inRoom(o *oracle, room string, now time.Time) int8 {
+	if s.tab && s.frozenNode >= 0 && s.room == room && o.thawed != nil {
+		// Closed while its node was frozen: not known until the node has
+		// resumed and had a grace (and a second of backlog) to carry out
+		// the close, whether the session is live or not by then.
+		if frozen, at := o.thawed(s.frozenNode); frozen || now.Before(at.Add(soakGrace+time.Second)) {
+			return -1
+		}
+	}
 	if !s.alive(now) {
 		return 0
 	}
@@ -141,6 +153,7 @@ func (s *sess) inRoom(room string, now time.Time) int8 {
 		if s.closeWin && s.room == room && now.Before(s.closedAt.Add(soakTTL+soakRefresh+500*time.Millisecond)) {
 			return -1
 		}
+
 		return b2i(s.inRoomTab(room, now))
 	}
 	if s.apiRooms[room] {
@@ -174,6 +187,9 @@ func (s *sess) inRoomTab(room string, now time.Time) bool {
 }
 
 type oracle struct {
+	// thawed: whether node is frozen now and when it last resumed (set
+	// once, before the clients start).
+	thawed   func(node int) (frozen bool, at time.Time)
 	mu       sync.Mutex
 	sessions map[string]*sess // by session id
 	ops      atomic.Int64
@@ -318,6 +334,9 @@ func (o *oracle) truth(now time.Time, rooms []string) (status map[string]string,
 			if s.tab && !s.closedAt.IsZero() && now.Sub(s.closedAt) > time.Minute {
 				delete(o.sessions, id)
 			}
+			if s.tab && s.frozenNode >= 0 && s.inRoom(o, s.room, now) == -1 && members[s.room][s.user] == 0 {
+				members[s.room][s.user] = -1
+			}
 			if !s.ended && len(o.windows) > 0 && now.Before(o.lateExpiry(s.expiry())) {
 				// Expired by now, unless its expiry fell due while its
 				// primary was gone: then it may still be live, with its
@@ -342,7 +361,7 @@ func (o *oracle) truth(now time.Time, rooms []string) (status map[string]string,
 			status[s.user] = s.status
 		}
 		for _, r := range rooms {
-			switch v := s.inRoom(r, now); {
+			switch v := s.inRoom(o, r, now); {
 			case v == 1:
 				members[r][s.user] = 1
 			case v == -1 && members[r][s.user] == 0:
@@ -398,7 +417,7 @@ func (sk *soak) tab(ui int, rng *rand.Rand) {
 	for sk.ctx.Err() == nil {
 		node, room := rng.IntN(len(sk.nodes)), sk.rooms[rng.IntN(len(sk.rooms))]
 		sid := fmt.Sprintf("tab-%s-%08x", user, rng.Uint32())
-		s := &sess{user: user, tab: true, room: room, status: "online"}
+		s := &sess{user: user, tab: true, room: room, status: "online", frozenNode: -1}
 		sk.o.mu.Lock()
 		sk.o.sessions[sid] = s
 		sk.o.mu.Unlock()
@@ -437,6 +456,9 @@ func (sk *soak) tab(ui int, rng *rand.Rand) {
 			}
 			s.closedAt = now
 			s.closeWin = sk.o.inWindow(now)
+			if sk.frozen[node].Load() {
+				s.frozenNode = node
+			}
 			sk.o.mu.Unlock()
 			sk.o.ops.Add(1)
 			if offline {
@@ -847,6 +869,7 @@ func TestSoak(t *testing.T) {
 	}
 	sk.frozen = make([]atomic.Bool, len(sk.nodes))
 	sk.thawed = make([]atomic.Int64, len(sk.nodes))
+	sk.o.thawed = func(n int) (bool, time.Time) { return sk.frozen[n].Load(), time.Unix(0, sk.thawed[n].Load()) }
 	for i := range soakUsers {
 		u := fmt.Sprintf("u%03d", i)
 		sk.users = append(sk.users, u)
