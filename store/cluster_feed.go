@@ -330,17 +330,29 @@ func (s *ClusterStore) parseTTLKey(key string) (string, string, bool) {
 	return uid, sid, true
 }
 
-// reapExpired reaps the sessions whose TTL key a primary just expired.
+// reapExpired reaps the sessions whose TTL key a primary just expired,
+// in batches of whatever has queued up.
 func (s *ClusterStore) reapExpired(ctx context.Context) {
 	defer s.wg.Done()
+	batch := make([][2]string, 0, 256)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case r := <-s.reaps:
-			if err := s.endSession(ctx, r[0], r[1], "reap"); err != nil && ctx.Err() == nil {
-				s.log.Debug("presence: reaping an expired session failed; the sweeper will retry", "error", err)
+			batch = append(batch[:0], r)
+		}
+	drain:
+		for len(batch) < cap(batch) {
+			select {
+			case r := <-s.reaps:
+				batch = append(batch, r)
+			default:
+				break drain
 			}
+		}
+		if err := s.endSessions(ctx, batch, "reap"); err != nil && ctx.Err() == nil {
+			s.log.Debug("presence: reaping expired sessions failed; the sweeper will retry", "error", err)
 		}
 	}
 }

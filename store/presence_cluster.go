@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -429,6 +430,7 @@ type hbOp struct {
 	userFull   *call
 	status     *redis.StringCmd // the user's status, read when the fast user call did not return it
 	touches    []*call          // refreshes of the session's API-joined rooms
+	join       *call            // the membership made or refreshed in round trip 3
 	kind       string           // the room's kind in the session ("+" or "~"), once known
 	to         string           // the user's status, once known
 	perm       []string         // the session's API-joined rooms (their deadlines follow the session)
@@ -563,10 +565,18 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 			if op.kind == "~" {
 				dur = op.hold
 			}
-			calls = append(calls, s.roomJoinCall(op.room, op.hb, op.kind, dur, op.to))
+			op.join = s.roomJoinCall(op.room, op.hb, op.kind, dur, op.to)
+			calls = append(calls, op.join)
 		}
 	}
 	s.exec(ctx, calls, nil)
+	for _, op := range ops {
+		if op.join != nil && op.err == nil {
+			// The session is refreshed but the membership may not be made:
+			// the call failed (the caller retries, as after any failure).
+			op.err = op.join.cmd.Err()
+		}
+	}
 
 	// 4.
 	calls = calls[:0]
@@ -613,39 +623,49 @@ func splitRooms(s string) []string {
 	return strings.Split(s, " ")
 }
 
-// endSession ends (mode "end") or reaps (mode "reap", only when due) one
-// session in its user's partition, then leaves its rooms in theirs.
-func (s *ClusterStore) endSession(ctx context.Context, uid, sid, mode string) error {
-	p := partOf(s.parts, uid)
-	res, err := s.run(ctx, s.scripts.userEnd, s.userKeys(p, uid, sid),
-		s.common(p, uid, sid, mode, max(s.opts.EndedRetention.Milliseconds(), 1))...).Slice()
-	if errors.Is(err, redis.Nil) {
-		return nil // nothing to end (or not due)
+// endSessions ends (mode "end") or reaps (mode "reap", only when due)
+// sessions in their users' partitions, then leaves their rooms in theirs:
+// two pipelined round trips however many sessions.
+func (s *ClusterStore) endSessions(ctx context.Context, sessions [][2]string, mode string) error {
+	ends := make([]*call, len(sessions))
+	for i, us := range sessions {
+		p := partOf(s.parts, us[0])
+		ends[i] = &call{sc: s.scripts.userEnd, keys: s.userKeys(p, us[0], us[1]),
+			args: s.common(p, us[0], us[1], mode, max(s.opts.EndedRetention.Milliseconds(), 1))}
 	}
-	if err != nil {
-		return err
-	}
-	if len(res) < 4 {
-		return fmt.Errorf("redis cluster end session: reply %v", res)
-	}
-	to, _ := res[0].(string)
-	dl, _ := res[1].(int64)
-	name, _ := res[2].(string)
-	avatar, _ := res[3].(string)
-	calls := make([]*call, 0, len(res)-4)
-	for _, r := range res[4:] {
-		if room, ok := r.(string); ok {
-			calls = append(calls, s.roomLeaveCall(room, uid, sid, "leave", to, name, avatar, dl))
+	s.exec(ctx, ends, nil)
+	var leaves []*call
+	var firstErr error
+	for i, c := range ends {
+		res, err := c.cmd.Slice()
+		if errors.Is(err, redis.Nil) {
+			continue // nothing to end (or not due)
+		}
+		if err == nil && len(res) < 4 {
+			err = fmt.Errorf("redis cluster end session: reply %v", res)
+		}
+		if err != nil {
+			firstErr = cmp.Or(firstErr, err)
+			continue
+		}
+		to, _ := res[0].(string)
+		dl, _ := res[1].(int64)
+		name, _ := res[2].(string)
+		avatar, _ := res[3].(string)
+		for _, r := range res[4:] {
+			if room, ok := r.(string); ok {
+				leaves = append(leaves, s.roomLeaveCall(room, sessions[i][0], sessions[i][1], "leave", to, name, avatar, dl))
+			}
 		}
 	}
-	s.exec(ctx, calls, nil)
-	for _, c := range calls {
+	s.exec(ctx, leaves, nil)
+	for _, c := range leaves {
 		if err := c.cmd.Err(); err != nil {
 			// The memberships left behind end at their own deadlines.
-			return fmt.Errorf("redis cluster: leaving the rooms of an ended session: %w", err)
+			return cmp.Or(firstErr, fmt.Errorf("redis cluster: leaving the rooms of an ended session: %w", err))
 		}
 	}
-	return nil
+	return firstErr
 }
 
 // EndSession implements Store.
@@ -656,7 +676,7 @@ func (s *ClusterStore) EndSession(ctx context.Context, userID, sessionID string)
 	if s.closed() {
 		return ErrClosed
 	}
-	return s.endSession(ctx, userID, sessionID, "end")
+	return s.endSessions(ctx, [][2]string{{userID, sessionID}}, "end")
 }
 
 // leave takes a session out of a room: the room out of the session's
