@@ -334,19 +334,21 @@ func (s *ClusterStore) userKeys(p *partition, uid, sid string) []string {
 		p.user(uid, "end/"+sid), p.key("deadlines")}
 }
 
-func (s *ClusterStore) roomLeaveCall(room, uid, sid, mode, status, name, avatar string, deadline int64) *call {
+// roomLeaveCall is room_leave.lua for one membership; gen "" matches any
+// instance of the session.
+func (s *ClusterStore) roomLeaveCall(room, uid, sid, mode, status, name, avatar string, deadline int64, gen string) *call {
 	p := partOf(s.parts, room)
 	return &call{sc: s.scripts.roomLeave,
 		keys: []string{p.key("log"), p.room(room, "members"), p.room(room, "ms"), p.room(room, "n"),
 			p.key("mdl"), p.room(room, "typing"), p.room(room, "tnames"), p.key("tdl")},
-		args: s.common(p, room, uid, sid, mode, status, name, avatar, deadline)}
+		args: s.common(p, room, uid, sid, mode, status, name, avatar, deadline, gen)}
 }
 
-func (s *ClusterStore) roomJoinCall(room string, hb Heartbeat, kind string, dur int64, status string) *call {
+func (s *ClusterStore) roomJoinCall(room string, hb Heartbeat, kind string, dur int64, status, gen string) *call {
 	p := partOf(s.parts, room)
 	return &call{sc: s.scripts.roomJoin,
 		keys: []string{p.key("log"), p.room(room, "members"), p.room(room, "ms"), p.room(room, "n"), p.key("mdl")},
-		args: s.common(p, room, hb.User.ID, hb.SessionID, kind, dur, hb.User.Name, hb.User.Avatar, status)}
+		args: s.common(p, room, hb.User.ID, hb.SessionID, kind, dur, hb.User.Name, hb.User.Avatar, status, gen)}
 }
 
 func (s *ClusterStore) roomRefreshCall(room, uid, sid string, hold, ttl int64) *call {
@@ -432,6 +434,7 @@ type hbOp struct {
 	touches    []*call          // refreshes of the session's API-joined rooms
 	join       *call            // the membership made or refreshed in round trip 3
 	kind       string           // the room's kind in the session ("+" or "~"), once known
+	gen        string           // the session instance's gen, once known
 	to         string           // the user's status, once known
 	perm       []string         // the session's API-joined rooms (their deadlines follow the session)
 	roomFastOK bool
@@ -492,13 +495,14 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 			op.roomFastOK = err == nil && n == 1
 		}
 		if op.userFast != nil {
-			perm, err := op.userFast.cmd.Text()
+			res, err := op.userFast.cmd.Text()
 			if err != nil && !errors.Is(err, redis.Nil) {
 				op.err = err
 				continue
 			}
 			if err == nil {
-				op.perm = splitRooms(perm)
+				gen, perm, _ := strings.Cut(res, "|")
+				op.gen, op.perm = gen, splitRooms(perm)
 				if op.room != "" && !op.roomFastOK {
 					op.kind = "~"
 					if op.hold <= 0 || slices.Contains(op.perm, op.room) {
@@ -539,16 +543,16 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 				op.err = scriptError(err)
 				if errors.Is(op.err, ErrSessionEnded) && op.roomFastOK {
 					calls = append(calls, s.roomLeaveCall(op.room, op.hb.User.ID, op.hb.SessionID, "leave",
-						string(StatusOffline), op.hb.User.Name, op.hb.User.Avatar, 0))
+						string(StatusOffline), op.hb.User.Name, op.hb.User.Avatar, 0, ""))
 				}
 				continue
 			}
-			f := strings.SplitN(res, "|", 3)
-			if len(f) != 3 {
+			f := strings.SplitN(res, "|", 4)
+			if len(f) != 4 {
 				op.err = fmt.Errorf("redis cluster heartbeat: reply %q", res)
 				continue
 			}
-			op.to, op.kind, op.perm = f[0], f[1], splitRooms(f[2])
+			op.to, op.kind, op.gen, op.perm = f[0], f[1], f[2], splitRooms(f[3])
 			s.touch(op, &calls)
 		case op.err != nil:
 			continue
@@ -565,7 +569,7 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 			if op.kind == "~" {
 				dur = op.hold
 			}
-			op.join = s.roomJoinCall(op.room, op.hb, op.kind, dur, op.to)
+			op.join = s.roomJoinCall(op.room, op.hb, op.kind, dur, op.to, op.gen)
 			calls = append(calls, op.join)
 		}
 	}
@@ -611,7 +615,7 @@ func (s *ClusterStore) touch(op *hbOp, calls *[]*call) {
 func (s *ClusterStore) rejoin(op *hbOp, calls *[]*call) {
 	for _, t := range op.touches {
 		if n, err := t.cmd.Int(); err == nil && n == 0 {
-			*calls = append(*calls, s.roomJoinCall(t.args[1].(string), op.hb, "+", op.ttl, op.to))
+			*calls = append(*calls, s.roomJoinCall(t.args[1].(string), op.hb, "+", op.ttl, op.to, op.gen))
 		}
 	}
 }
@@ -641,7 +645,7 @@ func (s *ClusterStore) endSessions(ctx context.Context, sessions [][2]string, mo
 		if errors.Is(err, redis.Nil) {
 			continue // nothing to end (or not due)
 		}
-		if err == nil && len(res) < 4 {
+		if err == nil && len(res) < 5 {
 			err = fmt.Errorf("redis cluster end session: reply %v", res)
 		}
 		if err != nil {
@@ -652,9 +656,10 @@ func (s *ClusterStore) endSessions(ctx context.Context, sessions [][2]string, mo
 		dl, _ := res[1].(int64)
 		name, _ := res[2].(string)
 		avatar, _ := res[3].(string)
-		for _, r := range res[4:] {
+		gen, _ := res[4].(string)
+		for _, r := range res[5:] {
 			if room, ok := r.(string); ok {
-				leaves = append(leaves, s.roomLeaveCall(room, sessions[i][0], sessions[i][1], "leave", to, name, avatar, dl))
+				leaves = append(leaves, s.roomLeaveCall(room, sessions[i][0], sessions[i][1], "leave", to, name, avatar, dl, gen))
 			}
 		}
 	}
@@ -692,7 +697,7 @@ func (s *ClusterStore) leave(ctx context.Context, roomID, userID, sessionID, mod
 	if len(u) < 3 {
 		return fmt.Errorf("redis cluster leave: reply %v", u)
 	}
-	return s.roomLeaveCall(roomID, userID, sessionID, mode, u[0], u[1], u[2], 0).cmdErr(ctx, s)
+	return s.roomLeaveCall(roomID, userID, sessionID, mode, u[0], u[1], u[2], 0, "").cmdErr(ctx, s)
 }
 
 // cmdErr runs c alone and returns its error.

@@ -6,8 +6,9 @@
 -- Returns 1 when the membership exists with the kind the call keeps and its
 -- deadline moved (now+hold if held, now+ttl if permanent), 0 otherwise
 -- (nothing written: the caller runs room_join.lua).
-local kind = redis.call('HGET', KEYS[1], ARGV[1])
-if not kind then return 0 end
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return 0 end
+local kind = string.sub(v, 1, 1)
 local d
 if kind == '~' then
   d = tonumber(ARGV[3])
