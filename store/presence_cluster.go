@@ -57,6 +57,7 @@ type ClusterStore struct {
 	isClosed   atomic.Bool
 	reaps      chan [2]string
 	lastReload atomic.Int64 // unix ns of the last slot map reload exec asked for
+	ops        opQueue      // concurrent Heartbeat and Join calls, sent together
 
 	pendingMu sync.Mutex
 	pending   map[string]*Subscription // barrier token → subscription waiting for its barriers
@@ -363,7 +364,7 @@ func (s *ClusterStore) Heartbeat(ctx context.Context, hb Heartbeat) error {
 	if err := validateHeartbeat(hb); err != nil {
 		return err
 	}
-	return s.heartbeats(ctx, []*hbOp{{hb: hb, mode: modeClient}})
+	return s.do(ctx, &hbOp{hb: hb, mode: modeClient})
 }
 
 // Join implements Store.
@@ -374,7 +375,7 @@ func (s *ClusterStore) Join(ctx context.Context, roomID string, hb Heartbeat) er
 	if err := validateHeartbeat(hb); err != nil {
 		return err
 	}
-	return s.heartbeats(ctx, []*hbOp{{hb: hb, room: roomID, mode: modeClient}})
+	return s.do(ctx, &hbOp{hb: hb, room: roomID, mode: modeClient})
 }
 
 // RefreshStreams implements Store: every item's calls go out together, in

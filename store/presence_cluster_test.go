@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -278,3 +280,65 @@ func init() { redis.SetLogger(discardRedisLog{}) }
 type discardRedisLog struct{}
 
 func (discardRedisLog) Printf(context.Context, string, ...any) {}
+
+// Concurrent Heartbeat and Join calls on one node go out in shared batches
+// (cluster_coalesce.go), and each caller still gets its own outcome: of
+// MaxSessionsPerUser+8 new sessions of one user made at once, exactly
+// MaxSessionsPerUser are created and the others refused; other users' calls
+// in the same batches all succeed; a call whose context is already over is
+// not sent.
+func TestClusterConcurrentCallsCoalesced(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterConfig{})
+	s := openCluster(t, c, stable())
+	ctx := context.Background()
+	const extra = 8
+	errs := make(chan error, MaxSessionsPerUser+extra)
+	others := make(chan error, 64)
+	var wg sync.WaitGroup
+	for i := range MaxSessionsPerUser + extra {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			errs <- s.Heartbeat(ctx, Heartbeat{User: alice, SessionID: fmt.Sprintf("session-%03d", i)})
+		}()
+		go func() {
+			defer wg.Done()
+			others <- s.Join(ctx, fmt.Sprintf("room-%d", i%5), Heartbeat{User: Profile{ID: fmt.Sprintf("user-%d", i)}, SessionID: sid1})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	close(others)
+	ok, refused := 0, 0
+	for err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, ErrTooManySessions):
+			refused++
+		default:
+			t.Fatalf("Heartbeat: %v", err)
+		}
+	}
+	if ok != MaxSessionsPerUser || refused != extra {
+		t.Fatalf("%d sessions created, %d refused; want %d and %d", ok, refused, MaxSessionsPerUser, extra)
+	}
+	for err := range others {
+		must(t, err)
+	}
+	total := 0
+	for r := range 5 {
+		total += len(members(t, s, fmt.Sprintf("room-%d", r)))
+	}
+	if total != MaxSessionsPerUser+extra {
+		t.Fatalf("%d members in the rooms, want %d", total, MaxSessionsPerUser+extra)
+	}
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Heartbeat(done, hbeat(bob, sid1, "")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Heartbeat with a cancelled context: %v", err)
+	}
+	if p := presenceOf(t, s, "bob"); p != nil {
+		t.Fatalf("a cancelled heartbeat was applied: %+v", p)
+	}
+}
