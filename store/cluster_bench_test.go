@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -284,4 +285,52 @@ func fmtFloats(v []float64) string {
 		s[i] = fmt.Sprintf("%.1f", f)
 	}
 	return strings.Join(s, " / ")
+}
+
+// BenchmarkClusterExpirySweep is BenchmarkExpirySweep's twin for the
+// ClusterStore (issue 13: offline lateness p99 ≤ 250 ms past the deadline
+// at 50,000 sessions on one primary and on the cluster), with one
+// redis-server's case in the same run for comparison. Each case starts
+// its own servers. Quick: 1,000 sessions, sweeper on (100 ms); BIG adds
+// 50,000 sessions with the sweeper on and off (keyspace notifications
+// only):
+//
+//	go test ./store/ -run '^$' -bench ClusterExpirySweep -benchtime 1x
+//	PRESENCE_BENCH_BIG=1 go test ./store/ -run '^$' -bench ClusterExpirySweep -benchtime 1x -timeout 60m
+func BenchmarkClusterExpirySweep(b *testing.B) {
+	// More workers than BenchmarkExpirySweep's 8: a cluster Join of a new
+	// session is three round trips, and 8 workers take longer than the ttl
+	// to create the sessions (which then expire while others are still
+	// being created).
+	const latenessWorkers = 32
+	type tc struct {
+		sessions int
+		sweep    time.Duration
+	}
+	cases := []tc{{1000, 100 * time.Millisecond}}
+	if os.Getenv("PRESENCE_BENCH_BIG") == "1" && !testing.Short() {
+		cases = append(cases, tc{50_000, 100 * time.Millisecond}, tc{50_000, time.Hour})
+	}
+	for _, c := range cases {
+		sweep := "on-100ms"
+		if c.sweep >= time.Hour {
+			sweep = "off"
+		}
+		for _, backend := range []string{"single", "cluster"} {
+			b.Run(fmt.Sprintf("%s/sessions=%d/sweep=%s", backend, c.sessions, sweep), func(b *testing.B) {
+				opts := latenessOpts(c.sessions, c.sweep)
+				opts.KeyPrefix = redistest.Prefix(b)
+				for i := 0; i < b.N; i++ {
+					var s Store
+					if backend == "single" {
+						s = openRedis(b, redistest.Start(b), opts)
+					} else {
+						s = openCluster(b, redistest.StartCluster(b, redistest.ClusterConfig{Primaries: 3}), opts)
+					}
+					waitReady(b, s)
+					benchLateness(b, s, c.sessions, latenessWorkers, opts.TTL)
+				}
+			})
+		}
+	}
 }
