@@ -338,7 +338,18 @@ func (s *ClusterStore) reapExpired(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case r := <-s.reaps:
-			if err := s.endSession(ctx, r[0], r[1], "reap"); err != nil && ctx.Err() == nil {
+			// Whatever else is queued goes in the same pipelined batch.
+			batch := [][2]string{r}
+		more:
+			for len(batch) < sweepLimit {
+				select {
+				case r := <-s.reaps:
+					batch = append(batch, r)
+				default:
+					break more
+				}
+			}
+			if err := s.endSessions(ctx, batch, "reap"); err != nil && ctx.Err() == nil {
 				s.log.Debug("presence: reaping an expired session failed; the sweeper will retry", "error", err)
 			}
 		}

@@ -82,10 +82,8 @@ func (s *ClusterStore) sweepOnce(ctx context.Context) (bool, error) {
 		}
 	}
 	s.exec(ctx, typing, nil)
-	for _, sess := range sessions {
-		if err := s.endSession(ctx, sess[0], sess[1], "reap"); err != nil && firstErr == nil {
-			firstErr = err
-		}
+	if err := s.endSessions(ctx, sessions, "reap"); err != nil && firstErr == nil {
+		firstErr = err
 	}
 	if len(memberships) > 0 {
 		// A membership's leave event says the user's status: read it first

@@ -616,36 +616,57 @@ func splitRooms(s string) []string {
 // endSession ends (mode "end") or reaps (mode "reap", only when due) one
 // session in its user's partition, then leaves its rooms in theirs.
 func (s *ClusterStore) endSession(ctx context.Context, uid, sid, mode string) error {
-	p := partOf(s.parts, uid)
-	res, err := s.run(ctx, s.scripts.userEnd, s.userKeys(p, uid, sid),
-		s.common(p, uid, sid, mode, max(s.opts.EndedRetention.Milliseconds(), 1))...).Slice()
-	if errors.Is(err, redis.Nil) {
-		return nil // nothing to end (or not due)
+	return s.endSessions(ctx, [][2]string{{uid, sid}}, mode)
+}
+
+// endSessions is endSession for many (user, session) pairs in two pipelined
+// round trips, whatever their number: every user_end.lua call, then every
+// room_leave.lua the ended sessions need (the sweeper and the expiry reaper
+// reap hundreds at a time; one by one, two round trips each, they fell
+// behind the deadlines at 50,000 sessions). It returns the first error.
+func (s *ClusterStore) endSessions(ctx context.Context, sessions [][2]string, mode string) error {
+	ends := make([]*call, len(sessions))
+	for i, ss := range sessions {
+		p := partOf(s.parts, ss[0])
+		ends[i] = &call{sc: s.scripts.userEnd, keys: s.userKeys(p, ss[0], ss[1]),
+			args: s.common(p, ss[0], ss[1], mode, max(s.opts.EndedRetention.Milliseconds(), 1))}
 	}
-	if err != nil {
-		return err
-	}
-	if len(res) < 4 {
-		return fmt.Errorf("redis cluster end session: reply %v", res)
-	}
-	to, _ := res[0].(string)
-	dl, _ := res[1].(int64)
-	name, _ := res[2].(string)
-	avatar, _ := res[3].(string)
-	calls := make([]*call, 0, len(res)-4)
-	for _, r := range res[4:] {
-		if room, ok := r.(string); ok {
-			calls = append(calls, s.roomLeaveCall(room, uid, sid, "leave", to, name, avatar, dl))
+	s.exec(ctx, ends, nil)
+	var firstErr error
+	var calls []*call
+	for i, c := range ends {
+		res, err := c.cmd.Slice()
+		if errors.Is(err, redis.Nil) {
+			continue // nothing to end (or not due)
+		}
+		if err == nil && len(res) < 4 {
+			err = fmt.Errorf("redis cluster end session: reply %v", res)
+		}
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		uid, sid := sessions[i][0], sessions[i][1]
+		to, _ := res[0].(string)
+		dl, _ := res[1].(int64)
+		name, _ := res[2].(string)
+		avatar, _ := res[3].(string)
+		for _, r := range res[4:] {
+			if room, ok := r.(string); ok {
+				calls = append(calls, s.roomLeaveCall(room, uid, sid, "leave", to, name, avatar, dl))
+			}
 		}
 	}
 	s.exec(ctx, calls, nil)
 	for _, c := range calls {
-		if err := c.cmd.Err(); err != nil {
+		if err := c.cmd.Err(); err != nil && firstErr == nil {
 			// The memberships left behind end at their own deadlines.
-			return fmt.Errorf("redis cluster: leaving the rooms of an ended session: %w", err)
+			firstErr = fmt.Errorf("redis cluster: leaving the rooms of an ended session: %w", err)
 		}
 	}
-	return nil
+	return firstErr
 }
 
 // EndSession implements Store.
