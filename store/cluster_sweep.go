@@ -85,6 +85,23 @@ func (s *ClusterStore) sweepOnce(ctx context.Context) (bool, error) {
 	if err := s.endSessions(ctx, sessions, "reap"); err != nil && firstErr == nil {
 		firstErr = err
 	}
+	if len(sessions) > 0 && len(memberships) > 0 {
+		// A session reaped just now has left its rooms (endSessions): its
+		// memberships listed due with it need no reap of their own. One
+		// that endSessions did not leave is still indexed and due: the next
+		// sweep reaps it.
+		ended := make(map[[2]string]bool, len(sessions))
+		for _, sess := range sessions {
+			ended[sess] = true
+		}
+		kept := memberships[:0]
+		for _, m := range memberships {
+			if !ended[[2]string{m.uid, m.sid}] {
+				kept = append(kept, m)
+			}
+		}
+		memberships = kept
+	}
 	if len(memberships) > 0 {
 		// A membership's leave event says the user's status: read it first
 		// (a user whose session ended at the same deadline is offline).
