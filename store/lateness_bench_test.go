@@ -86,14 +86,16 @@ func benchSweepCase(b *testing.B, srv *redistest.Server, n, other int, sweep tim
 		s = openRedis(b, srv, opts)
 		waitReady(b, s)
 	}
-	benchLateness(b, s, n, 8, opts.TTL)
+	benchLateness(b, s, n, 8, opts.TTL, nil)
 }
 
 // benchLateness creates n sessions on s (workers goroutines, one Join each, spread
 // over 100 rooms), then reports how late past its deadline each one's
 // offline event arrives on s's feed. The timer runs from the end of the
-// creation to the last event (or the bounded wait).
-func benchLateness(b *testing.B, s Store, n, workers int, ttl time.Duration) {
+// creation to the last event (or the bounded wait). With nodes (the Redis
+// servers under s), it also reports their CPU per offline event over that
+// phase and logs the commands they ran per offline event.
+func benchLateness(b *testing.B, s Store, n, workers int, ttl time.Duration, nodes []*redistest.Server) {
 	b.StopTimer()
 	ctx := context.Background()
 	sub, err := s.Subscribe(ctx)
@@ -125,6 +127,13 @@ func benchLateness(b *testing.B, s Store, n, workers int, ttl time.Duration) {
 	}
 	// Bounded: a practically-off sweeper in the bad case may never deliver.
 	wait := ttl + 30*time.Second
+	var cost *clusterCost
+	if nodes != nil {
+		cost = &clusterCost{nodes: nodes}
+		cost.cpu, cost.evalsha, cost.calls, cost.cmdUsec = readNodes(b, nodes)
+	}
+	phase := time.Now()
+	inPhase := 0 // offline events Redis made after the phase began
 	b.StartTimer()
 	var late []time.Duration
 	timeout := time.After(wait)
@@ -137,12 +146,30 @@ collect:
 			}
 			if e.Kind == EventStatus && e.To == StatusOffline && !e.Deadline.IsZero() {
 				late = append(late, e.At.Sub(e.Deadline))
+				if !e.At.Before(phase) {
+					inPhase++
+				}
 			}
 		case <-timeout:
 			break collect
 		}
 	}
 	b.StopTimer()
+	if cost != nil && inPhase > 0 {
+		cpu, _, calls, cmdUsec := readNodes(b, nodes)
+		var sum float64
+		per := make([]float64, len(cpu))
+		for i := range cpu {
+			per[i] = (cpu[i] - cost.cpu[i]) * 1e6 / float64(inPhase)
+			sum += per[i]
+		}
+		b.ReportMetric(sum, "redis-cpu-µs/offline")
+		// Per offline event made in this phase: with creation longer than
+		// the ttl, the first ones were made while sessions were still being
+		// created, outside it.
+		b.Logf("per offline event (%d made in the phase): Redis CPU per server µs %s; commands %s", inPhase,
+			fmtFloats(per), cmdsPer(cost.calls, cost.cmdUsec, calls, cmdUsec, float64(inPhase)))
+	}
 	b.ReportMetric(100*float64(len(late))/float64(n), "arrived-%")
 	b.ReportMetric(0, "ns/op")
 	if len(late) == 0 {
