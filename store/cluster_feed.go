@@ -349,7 +349,7 @@ func (s *ClusterStore) reapExpired(ctx context.Context) {
 					break more
 				}
 			}
-			if err := s.endSessions(ctx, batch, "reap"); err != nil && ctx.Err() == nil {
+			if _, err := s.endSessions(ctx, batch, "reap"); err != nil && ctx.Err() == nil {
 				s.log.Debug("presence: reaping an expired session failed; the sweeper will retry", "error", err)
 			}
 		}

@@ -82,21 +82,26 @@ func (s *ClusterStore) sweepOnce(ctx context.Context) (bool, error) {
 		}
 	}
 	s.exec(ctx, typing, nil)
-	if err := s.endSessions(ctx, sessions, "reap"); err != nil && firstErr == nil {
+	ended, err := s.endSessions(ctx, sessions, "reap")
+	if err != nil && firstErr == nil {
 		firstErr = err
 	}
-	if len(sessions) > 0 && len(memberships) > 0 {
+	if len(memberships) > 0 {
 		// A session reaped just now has left its rooms (endSessions): its
-		// memberships listed due with it need no reap of their own. One
-		// that endSessions did not leave is still indexed and due: the next
-		// sweep reaps it.
-		ended := make(map[[2]string]bool, len(sessions))
-		for _, sess := range sessions {
-			ended[sess] = true
+		// memberships listed due with it need no reap of their own. Only
+		// those: a session that was not reaped (not due after all, or its
+		// shard did not answer) leaves its memberships to their own reap,
+		// and a membership a failed leave left behind is still indexed and
+		// due, so the next sweep reaps it.
+		gone := make(map[[2]string]bool, len(sessions))
+		for i, sess := range sessions {
+			if ended[i] {
+				gone[sess] = true
+			}
 		}
 		kept := memberships[:0]
 		for _, m := range memberships {
-			if !ended[[2]string{m.uid, m.sid}] {
+			if !gone[[2]string{m.uid, m.sid}] {
 				kept = append(kept, m)
 			}
 		}

@@ -616,15 +616,18 @@ func splitRooms(s string) []string {
 // endSession ends (mode "end") or reaps (mode "reap", only when due) one
 // session in its user's partition, then leaves its rooms in theirs.
 func (s *ClusterStore) endSession(ctx context.Context, uid, sid, mode string) error {
-	return s.endSessions(ctx, [][2]string{{uid, sid}}, mode)
+	_, err := s.endSessions(ctx, [][2]string{{uid, sid}}, mode)
+	return err
 }
 
 // endSessions is endSession for many (user, session) pairs in two pipelined
 // round trips, whatever their number: every user_end.lua call, then every
 // room_leave.lua the ended sessions need (the sweeper and the expiry reaper
 // reap hundreds at a time; one by one, two round trips each, they fell
-// behind the deadlines at 50,000 sessions). It returns the first error.
-func (s *ClusterStore) endSessions(ctx context.Context, sessions [][2]string, mode string) error {
+// behind the deadlines at 50,000 sessions). ended[i] says whether
+// sessions[i] was ended (or reaped) by this call, its rooms' leaves sent;
+// err is the first error.
+func (s *ClusterStore) endSessions(ctx context.Context, sessions [][2]string, mode string) (ended []bool, err error) {
 	ends := make([]*call, len(sessions))
 	for i, ss := range sessions {
 		p := partOf(s.parts, ss[0])
@@ -632,6 +635,7 @@ func (s *ClusterStore) endSessions(ctx context.Context, sessions [][2]string, mo
 			args: s.common(p, ss[0], ss[1], mode, max(s.opts.EndedRetention.Milliseconds(), 1))}
 	}
 	s.exec(ctx, ends, nil)
+	ended = make([]bool, len(sessions))
 	var firstErr error
 	var calls []*call
 	for i, c := range ends {
@@ -648,6 +652,7 @@ func (s *ClusterStore) endSessions(ctx context.Context, sessions [][2]string, mo
 			}
 			continue
 		}
+		ended[i] = true
 		uid, sid := sessions[i][0], sessions[i][1]
 		to, _ := res[0].(string)
 		dl, _ := res[1].(int64)
@@ -666,7 +671,7 @@ func (s *ClusterStore) endSessions(ctx context.Context, sessions [][2]string, mo
 			firstErr = fmt.Errorf("redis cluster: leaving the rooms of an ended session: %w", err)
 		}
 	}
-	return firstErr
+	return ended, firstErr
 }
 
 // EndSession implements Store.
