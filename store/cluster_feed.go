@@ -351,7 +351,7 @@ func (s *ClusterStore) reapExpired(ctx context.Context) {
 				break drain
 			}
 		}
-		if err := s.endSessions(ctx, batch, "reap"); err != nil && ctx.Err() == nil {
+		if _, err := s.endSessions(ctx, batch, "reap"); err != nil && ctx.Err() == nil {
 			s.log.Debug("presence: reaping expired sessions failed; the sweeper will retry", "error", err)
 		}
 	}

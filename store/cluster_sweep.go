@@ -111,7 +111,18 @@ func (s *ClusterStore) sweepOnce(ctx context.Context) (bool, error) {
 		}
 	}
 	if len(sessions) > 0 {
-		firstErr = cmp.Or(firstErr, s.endSessions(ctx, sessions, "reap"))
+		ended, err := s.endSessions(ctx, sessions, "reap")
+		firstErr = cmp.Or(firstErr, err)
+		// A session ended just now has left its rooms: its memberships need
+		// no reap of their own. One whose leave failed is still indexed
+		// and due: this or the next sweep reaps it.
+		kept := memberships[:0]
+		for _, m := range memberships {
+			if !ended[[2]string{m.uid, m.sid}] {
+				kept = append(kept, m)
+			}
+		}
+		memberships = kept
 	}
 	if len(memberships) > 0 {
 		// A membership's leave event says the user's status: read it now

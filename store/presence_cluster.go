@@ -630,8 +630,9 @@ func splitRooms(s string) []string {
 
 // endSessions ends (mode "end") or reaps (mode "reap", only when due)
 // sessions in their users' partitions, then leaves their rooms in theirs:
-// two pipelined round trips however many sessions.
-func (s *ClusterStore) endSessions(ctx context.Context, sessions [][2]string, mode string) error {
+// two pipelined round trips however many sessions. It reports which
+// sessions it ended and whose rooms it left.
+func (s *ClusterStore) endSessions(ctx context.Context, sessions [][2]string, mode string) (map[[2]string]bool, error) {
 	ends := make([]*call, len(sessions))
 	for i, us := range sessions {
 		p := partOf(s.parts, us[0])
@@ -640,6 +641,8 @@ func (s *ClusterStore) endSessions(ctx context.Context, sessions [][2]string, mo
 	}
 	s.exec(ctx, ends, nil)
 	var leaves []*call
+	var leftBy [][2]string // the session each leave is for
+	ended := map[[2]string]bool{}
 	var firstErr error
 	for i, c := range ends {
 		res, err := c.cmd.Slice()
@@ -658,20 +661,23 @@ func (s *ClusterStore) endSessions(ctx context.Context, sessions [][2]string, mo
 		name, _ := res[2].(string)
 		avatar, _ := res[3].(string)
 		gen, _ := res[4].(string)
+		ended[sessions[i]] = true
 		for _, r := range res[5:] {
 			if room, ok := r.(string); ok {
 				leaves = append(leaves, s.roomLeaveCall(room, sessions[i][0], sessions[i][1], "leave", to, name, avatar, dl, gen))
+				leftBy = append(leftBy, sessions[i])
 			}
 		}
 	}
 	s.exec(ctx, leaves, nil)
-	for _, c := range leaves {
+	for i, c := range leaves {
 		if err := c.cmd.Err(); err != nil {
 			// The memberships left behind end at their own deadlines.
-			return cmp.Or(firstErr, fmt.Errorf("redis cluster: leaving the rooms of an ended session: %w", err))
+			delete(ended, leftBy[i])
+			firstErr = cmp.Or(firstErr, fmt.Errorf("redis cluster: leaving the rooms of an ended session: %w", err))
 		}
 	}
-	return firstErr
+	return ended, firstErr
 }
 
 // EndSession implements Store.
@@ -682,7 +688,8 @@ func (s *ClusterStore) EndSession(ctx context.Context, userID, sessionID string)
 	if s.closed() {
 		return ErrClosed
 	}
-	return s.endSessions(ctx, [][2]string{{userID, sessionID}}, "end")
+	_, err := s.endSessions(ctx, [][2]string{{userID, sessionID}}, "end")
+	return err
 }
 
 // leave takes a session out of a room: the room out of the session's
