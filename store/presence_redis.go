@@ -60,6 +60,14 @@ type RedisStore struct {
 	pubsub *redis.PubSub
 	reaps  chan [2]string // (user, session) from keyspace events
 
+	// batch coalesces concurrent Heartbeat and Join calls into pipelined
+	// round trips (redis_coalesce.go).
+	batch *coalescer
+	// scriptGen counts script reloads, so that callers that all met
+	// NOSCRIPT after a flush reload once, not once each.
+	scriptGen atomic.Uint64
+	reloadMu  sync.Mutex
+
 	pendingMu sync.Mutex
 	pending   map[string]*Subscription // barrier token → subscription waiting for it
 
@@ -162,6 +170,7 @@ func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logg
 		refreshMany: withLib(luaRefreshMany),
 		refreshFast: redis.NewScript(luaFast + "\n" + luaRefreshFast),
 	}
+	s.batch = newCoalescer(func() redis.Pipeliner { return s.client.Pipeline() }, coalesceInflight, coalesceMaxBatch)
 	s.addErrorHook()
 	if err := s.client.Ping(ctx).Err(); err != nil {
 		s.client.Close()
@@ -307,19 +316,67 @@ func (s *RedisStore) heartbeat(ctx context.Context, hb Heartbeat, room, mode str
 		return ErrClosed
 	}
 	keys, args := s.heartbeatCall(hb, room, mode)
+	args = s.args(args)
 	if hb.Metadata == nil && !s.noFastPath {
 		// Most heartbeats change nothing but deadlines: try the small
 		// script first (about a third of the full one's Redis CPU); it
 		// writes nothing when the full heartbeat is needed.
-		done, err := s.run(ctx, s.scripts.refreshFast, keys, args...).Int()
+		done, err := s.evalBatched(ctx, s.scripts.refreshFast, keys, args)
 		if err != nil {
 			return scriptError(err)
 		}
-		if done == 1 {
+		if n, _ := done.(int64); n == 1 {
 			return nil
 		}
 	}
-	return scriptError(s.run(ctx, s.scripts.heartbeat, keys, args...).Err())
+	_, err := s.evalBatched(ctx, s.scripts.heartbeat, keys, args)
+	return scriptError(err)
+}
+
+// coalesceInflight is how many coalesced round trips may be in flight at
+// once: two, so that Redis runs one batch while the node encodes the next
+// and decodes the last; coalesceMaxBatch bounds one round trip's calls.
+const (
+	coalesceInflight = 2
+	coalesceMaxBatch = 128
+)
+
+// evalBatched runs one script call (args already with the common ARGV) in
+// the node's next coalesced round trip. A NOSCRIPT (Redis restarted or its
+// script cache was flushed) reloads the scripts and sends the call again,
+// once: EVALSHA in a pipeline cannot fall back to EVAL the way Script.Run
+// does.
+func (s *RedisStore) evalBatched(ctx context.Context, sc *redis.Script, keys []string, args []any) (any, error) {
+	for attempt := 0; ; attempt++ {
+		gen := s.scriptGen.Load()
+		var cmd *redis.Cmd
+		var res any
+		err := s.batch.Do(ctx,
+			func(p redis.Pipeliner) { cmd = sc.EvalSha(ctx, p, keys, args...) },
+			func() (err error) { res, err = cmd.Result(); return err })
+		if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			if err := s.reloadScripts(ctx, gen); err != nil {
+				return nil, fmt.Errorf("redis load scripts: %w", err)
+			}
+			continue
+		}
+		return res, err
+	}
+}
+
+// reloadScripts loads the scripts unless they were reloaded since the
+// caller read generation gen.
+func (s *RedisStore) reloadScripts(ctx context.Context, gen uint64) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	if s.scriptGen.Load() != gen {
+		return nil
+	}
+	if err := s.loadScripts(ctx); err != nil {
+		return err
+	}
+	s.scriptGen.Add(1)
+	return nil
 }
 
 // heartbeatCall is the heartbeat script's KEYS and script-specific ARGV.

@@ -1,0 +1,236 @@
+package store
+
+// Heartbeat and Join go through the node's coalescer (redis_coalesce.go):
+// these check, on a real redis-server, that concurrent calls are sent
+// together, that each caller gets its own outcome, that a caller giving up
+// while queued sends nothing, and that a flushed script cache recovers.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/presenced/presenced/store/redistest"
+)
+
+// gatedCoalescer replaces s's coalescer with one that sends one round trip
+// at a time and whose first round trip waits for the returned release, and
+// counts the calls each round trip carried.
+func gatedCoalescer(s *RedisStore) (release func(), sizes func() []int) {
+	gate := make(chan struct{})
+	var once sync.Once
+	var mu sync.Mutex
+	var got []int
+	var first atomic.Bool
+	s.batch = newCoalescer(func() redis.Pipeliner {
+		if first.CompareAndSwap(false, true) {
+			<-gate
+		}
+		return &countingPipe{Pipeliner: s.client.Pipeline(), done: func(n int) {
+			mu.Lock()
+			got = append(got, n)
+			mu.Unlock()
+		}}
+	}, 1, coalesceMaxBatch)
+	return func() { once.Do(func() { close(gate) }) }, func() []int {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]int(nil), got...)
+	}
+}
+
+// countingPipe reports how many commands it carried when executed.
+type countingPipe struct {
+	redis.Pipeliner
+	done func(int)
+}
+
+func (p *countingPipe) Exec(ctx context.Context) ([]redis.Cmder, error) {
+	p.done(p.Len())
+	return p.Pipeliner.Exec(ctx)
+}
+
+// waitQueued polls until n calls wait in c's queue (not yet sent).
+func waitQueued(t *testing.T, c *coalescer, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.mu.Lock()
+		queued := 0
+		for _, call := range c.queue {
+			if !call.gone {
+				queued++
+			}
+		}
+		running := c.running
+		c.mu.Unlock()
+		if queued == n && running == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls queued (want %d), %d senders", queued, n, running)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestRedisCoalescedHeartbeats(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	s := openRedis(t, srv, Options{TTL: longTTL, SweepInterval: time.Hour})
+	// A user already at the session limit: one more session is refused.
+	full := Profile{ID: "full", Name: "Full"}
+	for i := range MaxSessionsPerUser {
+		must(t, s.Heartbeat(ctx, Heartbeat{User: full, SessionID: fmt.Sprintf("sess-%04d", i)}))
+	}
+	// Users with a session already (their heartbeat takes the fast path)
+	// and users without (the fast path misses, the full heartbeat runs).
+	const n = 40
+	for i := range n / 2 {
+		must(t, s.Join(ctx, "room-1", Heartbeat{User: Profile{ID: fmt.Sprintf("u%03d", i)}, SessionID: sid1}))
+	}
+
+	first := Profile{ID: "first"}
+	must(t, s.Heartbeat(ctx, Heartbeat{User: first, SessionID: sid1}))
+
+	release, sizes := gatedCoalescer(s)
+	// The first call (a fast refresh) holds the only round trip; the others queue behind it.
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- s.Heartbeat(ctx, Heartbeat{User: first, SessionID: sid1}) }()
+	waitQueued(t, s.batch, 0)
+	errs := make([]error, n+1)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			errs[i] = s.Join(ctx, "room-1", Heartbeat{User: Profile{ID: fmt.Sprintf("u%03d", i), Name: "New name"},
+				SessionID: sid1, Status: StatusOnline})
+		})
+	}
+	wg.Go(func() {
+		errs[n] = s.Heartbeat(ctx, Heartbeat{User: full, SessionID: "sess-extra"})
+	})
+	waitQueued(t, s.batch, n+1)
+	release()
+	wg.Wait()
+	must(t, <-firstDone)
+	for i, err := range errs[:n] {
+		if err != nil {
+			t.Errorf("join of u%03d: %v", i, err)
+		}
+	}
+	if !errors.Is(errs[n], ErrTooManySessions) {
+		t.Errorf("heartbeat over the session limit: %v, want ErrTooManySessions", errs[n])
+	}
+	// Round trips: the first call's, then all n+1 fast tries in one, then
+	// the misses' full heartbeats (the new users' and the full user's), in
+	// as many round trips as it took their callers to queue them.
+	got := sizes()
+	rest := 0
+	for _, k := range got[min(2, len(got)):] {
+		rest += k
+	}
+	if len(got) < 3 || got[0] != 1 || got[1] != n+1 || rest != n/2+1 {
+		t.Errorf("calls per round trip: %v, want 1, %d, then %d in all", got, n+1, n/2+1)
+	}
+	pres, err := s.Presence(ctx, []string{"u000", "u039", "first"})
+	must(t, err)
+	for id, p := range pres {
+		if p == nil || p.Status != StatusOnline {
+			t.Errorf("%s: %+v, want online", id, p)
+		}
+	}
+	if p := pres["u039"]; p != nil && p.Name != "New name" {
+		t.Errorf("u039's name: %q, want the heartbeat's", p.Name)
+	}
+	wantMembersCount(t, s, "room-1", n)
+}
+
+func wantMembersCount(t *testing.T, s Store, room string, n int) {
+	t.Helper()
+	m, err := s.Members(context.Background(), room)
+	must(t, err)
+	if len(m) != n {
+		t.Errorf("%s has %d members, want %d", room, len(m), n)
+	}
+}
+
+func TestRedisCoalescedCancelWhileQueued(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	s := openRedis(t, srv, Options{TTL: longTTL, SweepInterval: time.Hour})
+	release, sizes := gatedCoalescer(s)
+	defer release()
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- s.Heartbeat(ctx, Heartbeat{User: bob, SessionID: sid1}) }()
+	waitQueued(t, s.batch, 0)
+
+	cctx, cancel := context.WithCancel(ctx)
+	gaveUp := make(chan error, 1)
+	go func() { gaveUp <- s.Join(cctx, "room-1", Heartbeat{User: alice, SessionID: sid1}) }()
+	waitQueued(t, s.batch, 1)
+	cancel()
+	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
+		t.Fatalf("join cancelled while queued: %v, want context.Canceled", err)
+	}
+	waitQueued(t, s.batch, 0)
+	release()
+	must(t, <-firstDone)
+	// An already cancelled ctx is refused before queueing.
+	if err := s.Heartbeat(cctx, Heartbeat{User: carol, SessionID: sid1}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("heartbeat with a cancelled ctx: %v", err)
+	}
+	pres, err := s.Presence(ctx, []string{"alice", "bob", "carol"})
+	must(t, err)
+	if pres["alice"] != nil || pres["carol"] != nil {
+		t.Errorf("a cancelled call was applied: alice %+v, carol %+v", pres["alice"], pres["carol"])
+	}
+	if pres["bob"] == nil || pres["bob"].Status != StatusOnline {
+		t.Errorf("bob: %+v, want online", pres["bob"])
+	}
+	wantMembersCount(t, s, "room-1", 0)
+	// bob's fast try and full heartbeat; alice's call never went out.
+	if got := sizes(); len(got) != 2 || got[0] != 1 || got[1] != 1 {
+		t.Errorf("calls per round trip: %v, want [1 1]", got)
+	}
+}
+
+func TestRedisCoalescedScriptFlush(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	s := openRedis(t, srv, Options{TTL: longTTL, SweepInterval: time.Hour})
+	const n = 30
+	for i := range n / 2 {
+		must(t, s.Heartbeat(ctx, Heartbeat{User: Profile{ID: fmt.Sprintf("u%03d", i)}, SessionID: sid1}))
+	}
+	srv.Do(t, "SCRIPT", "FLUSH")
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			errs[i] = s.Heartbeat(ctx, Heartbeat{User: Profile{ID: fmt.Sprintf("u%03d", i)}, SessionID: sid1, Status: StatusAway})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("heartbeat of u%03d after SCRIPT FLUSH: %v", i, err)
+		}
+	}
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("u%03d", i)
+	}
+	pres, err := s.Presence(ctx, ids)
+	must(t, err)
+	for id, p := range pres {
+		if p == nil || p.Status != StatusAway {
+			t.Errorf("%s: %+v, want away", id, p)
+		}
+	}
+}
