@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,6 +40,31 @@ func BenchmarkRedisCost(b *testing.B) {
 			must(b, s.Heartbeat(ctx, Heartbeat{User: u, SessionID: "sess-0002"}))
 			i++
 		}
+		c.report(b)
+	})
+	b.Run("heartbeat-refresh-c64", func(b *testing.B) {
+		// The same from 64 concurrent callers, as a node under HTTP load
+		// calls it: the node's coalescer sends them together.
+		c := startCost(b, srv)
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		b.ResetTimer()
+		for range 64 {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= b.N {
+						return
+					}
+					u := Profile{ID: fmt.Sprintf("user%04d", i%users), Name: fmt.Sprintf("User %d", i%users)}
+					if err := s.Heartbeat(ctx, Heartbeat{User: u, SessionID: "sess-0002"}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
 		c.report(b)
 	})
 	b.Run("stream-refresh-100", func(b *testing.B) {

@@ -62,7 +62,8 @@ type RedisStore struct {
 
 	// batch coalesces concurrent Heartbeat and Join calls into pipelined
 	// round trips (redis_coalesce.go).
-	batch *coalescer
+	batch     *coalescer
+	fastTries *coalesceGroup // the fast tries of Heartbeat and Join, merged per round trip
 	// scriptGen counts script reloads, so that callers that all met
 	// NOSCRIPT after a flush reload once, not once each.
 	scriptGen atomic.Uint64
@@ -113,7 +114,8 @@ var (
 
 type redisScripts struct {
 	heartbeat, endSession, leave, typing, sweep, members, typingRead, barrier, detach, refreshMany *redis.Script
-	// refreshFast is fast.lua alone: the hot refresh without the library.
+	// refreshFast is fast.lua alone, over one or more items: the hot
+	// refresh without the library.
 	refreshFast *redis.Script
 }
 
@@ -171,6 +173,7 @@ func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logg
 		refreshFast: redis.NewScript(luaFast + "\n" + luaRefreshFast),
 	}
 	s.batch = newCoalescer(func() redis.Pipeliner { return s.client.Pipeline() }, coalesceInflight, coalesceMaxBatch)
+	s.fastTries = s.fastGroup()
 	s.addErrorHook()
 	if err := s.client.Ping(ctx).Err(); err != nil {
 		s.client.Close()
@@ -316,21 +319,86 @@ func (s *RedisStore) heartbeat(ctx context.Context, hb Heartbeat, room, mode str
 		return ErrClosed
 	}
 	keys, args := s.heartbeatCall(hb, room, mode)
-	args = s.args(args)
 	if hb.Metadata == nil && !s.noFastPath {
 		// Most heartbeats change nothing but deadlines: try the small
-		// script first (about a third of the full one's Redis CPU); it
+		// script first (about a third of the full one's Redis CPU, and
+		// one call for all the fast tries that share a round trip); it
 		// writes nothing when the full heartbeat is needed.
-		done, err := s.evalBatched(ctx, s.scripts.refreshFast, keys, args)
+		done, err := s.refreshFast(ctx, keys, args)
 		if err != nil {
 			return scriptError(err)
 		}
-		if n, _ := done.(int64); n == 1 {
+		if done {
 			return nil
 		}
 	}
-	_, err := s.evalBatched(ctx, s.scripts.heartbeat, keys, args)
+	_, err := s.evalBatched(ctx, s.scripts.heartbeat, keys, s.args(args))
 	return scriptError(err)
+}
+
+// fastItem is one fast try in a merged refresh_fast.lua call.
+type fastItem struct {
+	keys []string
+	args []any // heartbeatCall's, without the common ARGV
+	done bool  // set by the group's read: the refresh was applied
+}
+
+// fastGroup merges the fast tries of one round trip into refresh_fast.lua
+// calls of up to refreshChunk items.
+func (s *RedisStore) fastGroup() *coalesceGroup {
+	return &coalesceGroup{queue: func(p redis.Pipeliner, items []any) func() []error {
+		var cmds []*redis.Cmd
+		for from := 0; from < len(items); from += refreshChunk {
+			chunk := items[from:min(len(items), from+refreshChunk)]
+			keys := make([]string, 0, 7*len(chunk))
+			args := s.args(make([]any, 0, 13*len(chunk)))
+			for _, x := range chunk {
+				it := x.(*fastItem)
+				keys = append(keys, it.keys...)
+				args = append(args, it.args...)
+			}
+			cmds = append(cmds, s.scripts.refreshFast.EvalSha(context.Background(), p, keys, args...))
+		}
+		return func() []error {
+			errs := make([]error, len(items))
+			for c, cmd := range cmds {
+				res, err := cmd.Int64Slice()
+				for j := range min(refreshChunk, len(items)-c*refreshChunk) {
+					i := c*refreshChunk + j
+					switch {
+					case err != nil:
+						errs[i] = err
+					case j >= len(res):
+						errs[i] = fmt.Errorf("redis refresh_fast: %d results for %d items", len(res), len(items))
+					default:
+						items[i].(*fastItem).done = res[j] == 1
+					}
+				}
+			}
+			return errs
+		}
+	}}
+}
+
+// refreshFast runs one call's fast try, merged with the others of its round
+// trip, and reports whether it was applied. A NOSCRIPT reloads the scripts
+// and tries again, once (see evalBatched).
+func (s *RedisStore) refreshFast(ctx context.Context, keys []string, args []any) (bool, error) {
+	for attempt := 0; ; attempt++ {
+		gen := s.scriptGen.Load()
+		it := &fastItem{keys: keys, args: args}
+		err := s.batch.DoMerged(ctx, s.fastTries, it)
+		if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			if err := s.reloadScripts(ctx, gen); err != nil {
+				return false, fmt.Errorf("redis load scripts: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return false, err // it may still be written by a round trip this caller gave up on
+		}
+		return it.done, nil
+	}
 }
 
 // coalesceInflight is how many coalesced round trips may be in flight at
@@ -352,7 +420,7 @@ func (s *RedisStore) evalBatched(ctx context.Context, sc *redis.Script, keys []s
 		var cmd *redis.Cmd
 		var res any
 		err := s.batch.Do(ctx,
-			func(p redis.Pipeliner) { cmd = sc.EvalSha(ctx, p, keys, args...) },
+			func(p redis.Pipeliner) { cmd = sc.EvalSha(context.Background(), p, keys, args...) },
 			func() (err error) { res, err = cmd.Result(); return err })
 		if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			if err := s.reloadScripts(ctx, gen); err != nil {
@@ -360,7 +428,10 @@ func (s *RedisStore) evalBatched(ctx context.Context, sc *redis.Script, keys []s
 			}
 			continue
 		}
-		return res, err
+		if err != nil {
+			return nil, err // res may still be written by a round trip this caller gave up on
+		}
+		return res, nil
 	}
 }
 

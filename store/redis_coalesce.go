@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -16,7 +17,10 @@ import (
 //
 // It knows nothing about the calls: Do takes a function that queues one
 // call's command(s) on the batch's pipeline and one that reads the result
-// once the pipeline has run, so any Redis-backed store can use it.
+// once the pipeline has run, so any Redis-backed store can use it. DoMerged
+// is for calls that one command can carry together (a script that loops
+// over items): the calls of one coalesceGroup that share a round trip are
+// queued as one command, which pays the command's fixed cost once.
 type coalescer struct {
 	pipeline func() redis.Pipeliner
 	// inflight bounds the round trips in flight at once; maxBatch the calls
@@ -31,10 +35,24 @@ type coalescer struct {
 type coalescedCall struct {
 	queue func(redis.Pipeliner)
 	read  func() error
+	group *coalesceGroup // DoMerged: queue and read are the group's
+	item  any
 	done  chan error // buffered: the sender never blocks on a caller gone
 	sent  bool       // taken into a round trip (guarded by coalescer.mu)
 	gone  bool       // its caller's ctx ended before it was taken
 }
+
+// A coalesceGroup merges calls: queue gets the items of the group's calls
+// in one round trip, in call order, queues one or more commands for all of
+// them on the pipeline, and returns the function that, once the pipeline
+// ran, reads each item's outcome (one error per item, in order).
+type coalesceGroup struct {
+	queue func(p redis.Pipeliner, items []any) (read func() []error)
+}
+
+// errNoOutcome is a merged call's outcome when its group's read returned
+// fewer outcomes than items (a bug in the group, not a Redis failure).
+var errNoOutcome = errors.New("redis: coalesced call without an outcome")
 
 func newCoalescer(pipeline func() redis.Pipeliner, inflight, maxBatch int) *coalescer {
 	return &coalescer{pipeline: pipeline, inflight: max(inflight, 1), maxBatch: max(maxBatch, 1)}
@@ -50,7 +68,20 @@ func (c *coalescer) Do(ctx context.Context, queue func(redis.Pipeliner), read fu
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	call := &coalescedCall{queue: queue, read: read, done: make(chan error, 1)}
+	return c.do(ctx, &coalescedCall{queue: queue, read: read, done: make(chan error, 1)})
+}
+
+// DoMerged sends item in the next round trip together with the other items
+// of group g queued meanwhile, and returns item's outcome. ctx is handled as
+// by Do.
+func (c *coalescer) DoMerged(ctx context.Context, g *coalesceGroup, item any) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return c.do(ctx, &coalescedCall{group: g, item: item, done: make(chan error, 1)})
+}
+
+func (c *coalescer) do(ctx context.Context, call *coalescedCall) error {
 	c.mu.Lock()
 	c.queue = append(c.queue, call)
 	if c.running < c.inflight {
@@ -100,14 +131,43 @@ func (c *coalescer) send() {
 		c.mu.Unlock()
 
 		pipe := c.pipeline()
+		var groups []*coalesceGroup // in order of their first call
+		members := map[*coalesceGroup][]*coalescedCall{}
 		for _, call := range batch {
-			call.queue(pipe)
+			if call.group == nil {
+				call.queue(pipe)
+				continue
+			}
+			if _, ok := members[call.group]; !ok {
+				groups = append(groups, call.group)
+			}
+			members[call.group] = append(members[call.group], call)
+		}
+		reads := make([]func() []error, len(groups))
+		for i, g := range groups {
+			items := make([]any, len(members[g]))
+			for j, call := range members[g] {
+				items[j] = call.item
+			}
+			reads[i] = g.queue(pipe, items)
 		}
 		// Its callers' contexts cannot stop a round trip shared with
 		// others: the client's read and write timeouts bound it.
 		_, _ = pipe.Exec(context.Background()) // errors are per command: read reads them
 		for _, call := range batch {
-			call.done <- call.read()
+			if call.group == nil {
+				call.done <- call.read()
+			}
+		}
+		for i, g := range groups {
+			errs := reads[i]()
+			for j, call := range members[g] {
+				err := errNoOutcome
+				if j < len(errs) {
+					err = errs[j]
+				}
+				call.done <- err
+			}
 		}
 	}
 }

@@ -21,7 +21,7 @@ import (
 
 // gatedCoalescer replaces s's coalescer with one that sends one round trip
 // at a time and whose first round trip waits for the returned release, and
-// counts the calls each round trip carried.
+// counts the commands each round trip carried.
 func gatedCoalescer(s *RedisStore) (release func(), sizes func() []int) {
 	gate := make(chan struct{})
 	var once sync.Once
@@ -127,16 +127,17 @@ func TestRedisCoalescedHeartbeats(t *testing.T) {
 	if !errors.Is(errs[n], ErrTooManySessions) {
 		t.Errorf("heartbeat over the session limit: %v, want ErrTooManySessions", errs[n])
 	}
-	// Round trips: the first call's, then all n+1 fast tries in one, then
-	// the misses' full heartbeats (the new users' and the full user's), in
-	// as many round trips as it took their callers to queue them.
+	// Round trips: the first call's, then all n+1 fast tries in one (as one
+	// refresh_fast.lua call), then the misses' full heartbeats (the new
+	// users' and the full user's, one command each), in as many round trips
+	// as it took their callers to queue them.
 	got := sizes()
 	rest := 0
 	for _, k := range got[min(2, len(got)):] {
 		rest += k
 	}
-	if len(got) < 3 || got[0] != 1 || got[1] != n+1 || rest != n/2+1 {
-		t.Errorf("calls per round trip: %v, want 1, %d, then %d in all", got, n+1, n/2+1)
+	if len(got) < 3 || got[0] != 1 || got[1] != 1 || rest != n/2+1 {
+		t.Errorf("commands per round trip: %v, want 1, 1, then %d in all", got, n/2+1)
 	}
 	pres, err := s.Presence(ctx, []string{"u000", "u039", "first"})
 	must(t, err)
@@ -196,7 +197,7 @@ func TestRedisCoalescedCancelWhileQueued(t *testing.T) {
 	wantMembersCount(t, s, "room-1", 0)
 	// bob's fast try and full heartbeat; alice's call never went out.
 	if got := sizes(); len(got) != 2 || got[0] != 1 || got[1] != 1 {
-		t.Errorf("calls per round trip: %v, want [1 1]", got)
+		t.Errorf("commands per round trip: %v, want [1 1]", got)
 	}
 }
 
@@ -233,4 +234,70 @@ func TestRedisCoalescedScriptFlush(t *testing.T) {
 			t.Errorf("%s: %+v, want away", id, p)
 		}
 	}
+}
+
+// More fast tries than one round trip or one script call carries: they go
+// out in round trips of coalesceMaxBatch calls, each as refresh_fast.lua
+// calls of up to refreshChunk items, and every one is applied.
+func TestRedisCoalescedManyFastTries(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	s := openRedis(t, srv, Options{TTL: longTTL, SweepInterval: time.Hour})
+	const n = 2*coalesceMaxBatch + 44
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("u%04d", i)
+		must(t, s.Heartbeat(ctx, Heartbeat{User: Profile{ID: ids[i]}, SessionID: sid1}))
+	}
+	before := presenceOfAll(t, s, ids)
+	first := Profile{ID: "first"}
+	must(t, s.Heartbeat(ctx, Heartbeat{User: first, SessionID: sid1}))
+	time.Sleep(5 * time.Millisecond) // so that lastSeen moves
+
+	release, sizes := gatedCoalescer(s)
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- s.Heartbeat(ctx, Heartbeat{User: first, SessionID: sid1}) }()
+	waitQueued(t, s.batch, 0)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			errs[i] = s.Heartbeat(ctx, Heartbeat{User: Profile{ID: ids[i], Name: "Renamed"}, SessionID: sid1})
+		})
+	}
+	waitQueued(t, s.batch, n)
+	release()
+	wg.Wait()
+	must(t, <-firstDone)
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("heartbeat of %s: %v", ids[i], err)
+		}
+	}
+	perTrip := func(calls int) int { return (calls + refreshChunk - 1) / refreshChunk }
+	want := []int{1, perTrip(coalesceMaxBatch), perTrip(coalesceMaxBatch), perTrip(n - 2*coalesceMaxBatch)}
+	if got := sizes(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("commands per round trip: %v, want %v", got, want)
+	}
+	after := presenceOfAll(t, s, ids)
+	for _, id := range ids {
+		b, a := before[id], after[id]
+		if a == nil || a.Name != "Renamed" || !a.LastSeen.After(b.LastSeen) {
+			t.Errorf("%s after the coalesced heartbeat: %+v (before: %+v)", id, a, b)
+		}
+	}
+}
+
+// presenceOfAll reads Presence in requests of at most 100 ids.
+func presenceOfAll(t *testing.T, s Store, ids []string) map[string]*Presence {
+	t.Helper()
+	out := map[string]*Presence{}
+	for from := 0; from < len(ids); from += 100 {
+		p, err := s.Presence(context.Background(), ids[from:min(len(ids), from+100)])
+		must(t, err)
+		for id, v := range p {
+			out[id] = v
+		}
+	}
+	return out
 }

@@ -14,10 +14,15 @@
 --
 -- It neither rewrites the session record nor emits: the deadlines move in
 -- the indexes (Pdeadlines, Pmember-deadlines), which the reapers read, and
--- in the TTL key. 5 to 7 O(1)/O(log n) commands.
+-- in the TTL key. 5 or 6 O(1)/O(log n) commands.
 local function refresh_fast(K, ko, A, ao, now)
   if A[ao + 6] == '1' then return false end -- metadata replaces: full path
-  if redis.call('EXISTS', K[ko + 6]) == 1 then return false end -- ended: full path decides
+  -- No EXISTS of the EndSession tombstone (K[ko+6]): a session with a
+  -- record has none. end_session.lua sets it and deletes the record in one
+  -- script, and only a client call, which deletes the tombstone in the same
+  -- script, writes the record again (a stream refresh is refused while it
+  -- stands). So a missing record is the only case the tombstone decides,
+  -- and that one takes the full path.
   local raw = redis.call('HGET', K[ko + 2], A[ao + 2])
   if not raw then return false end
   -- The record is read as cjson wrote it (no spaces, ids never escaped:
