@@ -56,6 +56,26 @@ func (p *countingPipe) Exec(ctx context.Context) ([]redis.Cmder, error) {
 	return p.Pipeliner.Exec(ctx)
 }
 
+// bothModes runs test against a Redis 7 server (the scripts run as the
+// FUNCTION library) and against one that refuses FUNCTION (EVALSHA, as on
+// Redis 6.2), whose calls go in different shapes.
+func bothModes(t *testing.T, test func(t *testing.T, srv *redistest.Server, functions bool)) {
+	t.Run("functions", func(t *testing.T) { test(t, redistest.Start(t), true) })
+	t.Run("evalsha", func(t *testing.T) {
+		test(t, redistest.StartWith(t, "--rename-command", "FUNCTION", ""), false)
+	})
+}
+
+// openMode opens a store on srv and checks it runs the scripts as expected.
+func openMode(t *testing.T, srv *redistest.Server, functions bool) *RedisStore {
+	t.Helper()
+	s := openRedis(t, srv, Options{TTL: longTTL, SweepInterval: time.Hour})
+	if s.functions != functions {
+		t.Fatalf("store uses the FUNCTION library: %v, want %v", s.functions, functions)
+	}
+	return s
+}
+
 // waitQueued polls until n calls wait in c's queue (not yet sent).
 func waitQueued(t *testing.T, c *coalescer, n int) {
 	t.Helper()
@@ -80,10 +100,11 @@ func waitQueued(t *testing.T, c *coalescer, n int) {
 	}
 }
 
-func TestRedisCoalescedHeartbeats(t *testing.T) {
-	srv := redistest.Start(t)
+func TestRedisCoalescedHeartbeats(t *testing.T) { bothModes(t, testCoalescedHeartbeats) }
+
+func testCoalescedHeartbeats(t *testing.T, srv *redistest.Server, functions bool) {
 	ctx := context.Background()
-	s := openRedis(t, srv, Options{TTL: longTTL, SweepInterval: time.Hour})
+	s := openMode(t, srv, functions)
 	// A user already at the session limit: one more session is refused.
 	full := Profile{ID: "full", Name: "Full"}
 	for i := range MaxSessionsPerUser {
@@ -127,17 +148,26 @@ func TestRedisCoalescedHeartbeats(t *testing.T) {
 	if !errors.Is(errs[n], ErrTooManySessions) {
 		t.Errorf("heartbeat over the session limit: %v, want ErrTooManySessions", errs[n])
 	}
-	// Round trips: the first call's, then all n+1 fast tries in one (as one
-	// refresh_fast.lua call), then the misses' full heartbeats (the new
-	// users' and the full user's, one command each), in as many round trips
-	// as it took their callers to queue them.
 	got := sizes()
-	rest := 0
-	for _, k := range got[min(2, len(got)):] {
-		rest += k
-	}
-	if len(got) < 3 || got[0] != 1 || got[1] != 1 || rest != n/2+1 {
-		t.Errorf("commands per round trip: %v, want 1, 1, then %d in all", got, n/2+1)
+	if functions {
+		// The first call's round trip, then all n+1 calls in the next, as
+		// refresh_many calls of up to heartbeatChunk items (the fast path
+		// and the full heartbeat in one).
+		if want := []int{1, (n + heartbeatChunk) / heartbeatChunk}; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("commands per round trip: %v, want %v", got, want)
+		}
+	} else {
+		// The first call's, then all n+1 fast tries in one (as one
+		// refresh_fast.lua call), then the misses' full heartbeats (the new
+		// users' and the full user's, one command each), in as many round
+		// trips as it took their callers to queue them.
+		rest := 0
+		for _, k := range got[min(2, len(got)):] {
+			rest += k
+		}
+		if len(got) < 3 || got[0] != 1 || got[1] != 1 || rest != n/2+1 {
+			t.Errorf("commands per round trip: %v, want 1, 1, then %d in all", got, n/2+1)
+		}
 	}
 	pres, err := s.Presence(ctx, []string{"u000", "u039", "first"})
 	must(t, err)
@@ -161,10 +191,11 @@ func wantMembersCount(t *testing.T, s Store, room string, n int) {
 	}
 }
 
-func TestRedisCoalescedCancelWhileQueued(t *testing.T) {
-	srv := redistest.Start(t)
+func TestRedisCoalescedCancelWhileQueued(t *testing.T) { bothModes(t, testCoalescedCancelWhileQueued) }
+
+func testCoalescedCancelWhileQueued(t *testing.T, srv *redistest.Server, functions bool) {
 	ctx := context.Background()
-	s := openRedis(t, srv, Options{TTL: longTTL, SweepInterval: time.Hour})
+	s := openMode(t, srv, functions)
 	release, sizes := gatedCoalescer(s)
 	defer release()
 	firstDone := make(chan error, 1)
@@ -195,21 +226,33 @@ func TestRedisCoalescedCancelWhileQueued(t *testing.T) {
 		t.Errorf("bob: %+v, want online", pres["bob"])
 	}
 	wantMembersCount(t, s, "room-1", 0)
-	// bob's fast try and full heartbeat; alice's call never went out.
-	if got := sizes(); len(got) != 2 || got[0] != 1 || got[1] != 1 {
-		t.Errorf("commands per round trip: %v, want [1 1]", got)
+	// bob's call (with EVALSHA: its fast try, then its full heartbeat);
+	// alice's never went out.
+	want := []int{1, 1}
+	if functions {
+		want = []int{1}
+	}
+	if got := sizes(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("commands per round trip: %v, want %v", got, want)
 	}
 }
 
-func TestRedisCoalescedScriptFlush(t *testing.T) {
-	srv := redistest.Start(t)
+// The scripts lost (SCRIPT FLUSH; FUNCTION FLUSH, as a restart would):
+// every call's first try fails, the scripts are loaded again and the call
+// sent again.
+func TestRedisCoalescedScriptFlush(t *testing.T) { bothModes(t, testCoalescedScriptFlush) }
+
+func testCoalescedScriptFlush(t *testing.T, srv *redistest.Server, functions bool) {
 	ctx := context.Background()
-	s := openRedis(t, srv, Options{TTL: longTTL, SweepInterval: time.Hour})
+	s := openMode(t, srv, functions)
 	const n = 30
 	for i := range n / 2 {
 		must(t, s.Heartbeat(ctx, Heartbeat{User: Profile{ID: fmt.Sprintf("u%03d", i)}, SessionID: sid1}))
 	}
 	srv.Do(t, "SCRIPT", "FLUSH")
+	if functions {
+		srv.Do(t, "FUNCTION", "FLUSH")
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range n {
@@ -236,13 +279,14 @@ func TestRedisCoalescedScriptFlush(t *testing.T) {
 	}
 }
 
-// More fast tries than one round trip or one script call carries: they go
-// out in round trips of coalesceMaxBatch calls, each as refresh_fast.lua
-// calls of up to refreshChunk items, and every one is applied.
-func TestRedisCoalescedManyFastTries(t *testing.T) {
-	srv := redistest.Start(t)
+// More fast refreshes than one round trip or one script call carries: they
+// go out in round trips of coalesceMaxBatch calls, each as merged script
+// calls, and every one is applied.
+func TestRedisCoalescedManyFastTries(t *testing.T) { bothModes(t, testCoalescedManyFastTries) }
+
+func testCoalescedManyFastTries(t *testing.T, srv *redistest.Server, functions bool) {
 	ctx := context.Background()
-	s := openRedis(t, srv, Options{TTL: longTTL, SweepInterval: time.Hour})
+	s := openMode(t, srv, functions)
 	const n = 2*coalesceMaxBatch + 44
 	ids := make([]string, n)
 	for i := range ids {
@@ -274,7 +318,11 @@ func TestRedisCoalescedManyFastTries(t *testing.T) {
 			t.Errorf("heartbeat of %s: %v", ids[i], err)
 		}
 	}
-	perTrip := func(calls int) int { return (calls + refreshChunk - 1) / refreshChunk }
+	chunk := refreshChunk // refresh_fast.lua calls
+	if functions {
+		chunk = heartbeatChunk // refresh_many calls
+	}
+	perTrip := func(calls int) int { return (calls + chunk - 1) / chunk }
 	want := []int{1, perTrip(coalesceMaxBatch), perTrip(coalesceMaxBatch), perTrip(n - 2*coalesceMaxBatch)}
 	if got := sizes(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("commands per round trip: %v, want %v", got, want)

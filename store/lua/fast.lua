@@ -4,7 +4,8 @@
 -- script the store tries before heartbeat.lua (without the library, whose
 -- top level costs about as much as the refresh itself).
 --
--- K[ko+1..ko+7] and A[ao+1..ao+13] are heartbeat.lua's KEYS and ARGV[4..16].
+-- K[ko+1..ko+7] and A[ao+1..ao+13] are heartbeat.lua's KEYS and ARGV[4..16]; A
+-- is the whole ARGV (A[2] the lastSeen retention: see lib.lua).
 -- It applies the call and returns true only when the call can change no
 -- state but deadlines and the profile: the session exists and is not ended,
 -- its status stays, no metadata, and the room (if any) is already joined
@@ -54,6 +55,6 @@ local function refresh_fast(K, ko, A, ao, now)
   redis.call('ZADD', K[ko + 4], now + ttl, uid .. ' ' .. sid)
   if held then redis.call('ZADD', K[ko + 7], now + hold, uid .. ' ' .. sid .. ' ' .. room) end
   redis.call('HSET', K[ko + 1], 'name', A[ao + 3], 'avatar', A[ao + 4], 'seen', now)
-  redis.call('PEXPIRE', K[ko + 1], tonumber(ARGV[2]) + ttl)
+  redis.call('PEXPIRE', K[ko + 1], tonumber(A[2]) + ttl)
   return true
 end

@@ -1,5 +1,7 @@
--- lib.lua: shared by every presence script; prepended to each one when the
--- scripts are loaded (see presence_redis.go). Not a script by itself.
+-- lib.lua: shared by every presence script. On Redis 7 it is the top of the
+-- presence FUNCTION library, every script a function of it; on Redis 6.2 it
+-- is prepended to each script (see presence_redis.go, luaLibrary). Not a
+-- script by itself.
 --
 -- Every script receives the same first three ARGV:
 --   ARGV[1] key prefix, ARGV[2] lastSeen retention (ms), ARGV[3] event log
@@ -31,21 +33,30 @@
 -- cluster whose slots are pinned by one hash tag per deployment), not a
 -- sharded cluster.
 
-local P = ARGV[1]
-local RETENTION = tonumber(ARGV[2])
-local LOGMAX = tonumber(ARGV[3])
+-- The per-call values, set by begin: loaded as a Redis FUNCTION library
+-- (presence_redis.go), this file's top level runs once, at FUNCTION LOAD,
+-- not on every call, so nothing here may depend on a call's ARGV or time.
+local P, RETENTION, LOGMAX, NOW
+local DEADLINES, MEMBER_DEADLINES, TYPING_DEADLINES
 
-local t = redis.call('TIME')
-local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- begin is the first statement of every script or function that uses the
+-- library.
+local function begin(argv)
+  P = argv[1]
+  RETENTION = tonumber(argv[2])
+  LOGMAX = tonumber(argv[3])
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  DEADLINES = P .. 'deadlines'
+  MEMBER_DEADLINES = P .. 'member-deadlines'
+  TYPING_DEADLINES = P .. 'typing-deadlines'
+end
 
 local RANK = { busy = 3, online = 2, away = 1 }
 local BY_RANK = { [0] = 'offline', [1] = 'away', [2] = 'online', [3] = 'busy' }
 
 local function ukey(uid, what) return P .. '{u:' .. uid .. '}:' .. what end
 local function rkey(room, what) return P .. '{r:' .. room .. '}:' .. what end
-local DEADLINES = P .. 'deadlines'
-local MEMBER_DEADLINES = P .. 'member-deadlines'
-local TYPING_DEADLINES = P .. 'typing-deadlines'
 
 local function emit(ev)
   ev.at = NOW
