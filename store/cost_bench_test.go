@@ -83,6 +83,33 @@ func BenchmarkRedisCost(b *testing.B) {
 		}
 		c.report(b)
 	})
+	b.Run("join-new-session", func(b *testing.B) {
+		// stream-connect's Join alone (rooms of 0 to 19 members).
+		c := startCost(b, srv)
+		i := 0
+		for b.Loop() {
+			u := Profile{ID: fmt.Sprintf("join%07d", i), Name: fmt.Sprintf("Join %d", i)}
+			must(b, s.Join(ctx, fmt.Sprintf("j%d-%02d", i/1000, i%50), Heartbeat{User: u, SessionID: "sess-0001", Hold: time.Hour}))
+			i++
+		}
+		c.report(b)
+	})
+	b.Run("members-typing-10", func(b *testing.B) {
+		// stream-connect's snapshot reads alone, of rooms of 20 members.
+		c := startCost(b, srv)
+		i := 0
+		for b.Loop() {
+			room := fmt.Sprintf("room-%02d", i%50)
+			if _, err := s.Members(ctx, room); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := s.Typing(ctx, room); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+		c.report(b)
+	})
 	b.Run("stream-connect", func(b *testing.B) {
 		// A new user's session joins a room and reads its snapshot, as a
 		// stream does when it opens. Every 1,000 ops start 50 new rooms, so
@@ -144,7 +171,7 @@ func readCostUsec(b *testing.B, srv *redistest.Server) (cpu, usec float64, calls
 				calls[cmd] = num(v)
 			case "usec":
 				cmdUsec[cmd] = num(v)
-				if cmd != "evalsha" && cmd != "eval" {
+				if cmd != "evalsha" && cmd != "eval" && cmd != "fcall" {
 					continue // counted inside the script's usec
 				}
 				usec += num(v)

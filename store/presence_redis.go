@@ -105,8 +105,6 @@ var (
 	luaTyping string
 	//go:embed lua/sweep.lua
 	luaSweep string
-	//go:embed lua/members.lua
-	luaMembers string
 	//go:embed lua/typing_read.lua
 	luaTypingRead string
 	//go:embed lua/barrier.lua
@@ -118,7 +116,7 @@ var (
 )
 
 type redisScripts struct {
-	heartbeat, endSession, leave, typing, sweep, members, typingRead, barrier, detach, refreshMany *redis.Script
+	heartbeat, endSession, leave, typing, sweep, typingRead, barrier, detach, refreshMany *redis.Script
 	// refreshFast is fast.lua alone, over one or more items: the hot
 	// refresh without the library.
 	refreshFast *redis.Script
@@ -174,7 +172,6 @@ func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logg
 		leave:       withLib(luaLeave),
 		typing:      withLib(luaTyping),
 		sweep:       withLib(luaSweep),
-		members:     redis.NewScript(luaMembers),
 		typingRead:  redis.NewScript(luaTypingRead),
 		barrier:     withLib(luaBarrier),
 		detach:      withLib(luaDetach),
@@ -185,7 +182,7 @@ func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logg
 	s.scripts.library, s.scripts.fn = luaFunctions(map[*redis.Script]luaBody{
 		sc.heartbeat: {"heartbeat", luaHeartbeat, true}, sc.endSession: {"end_session", luaEndSession, true},
 		sc.leave: {"leave", luaLeave, true}, sc.typing: {"typing", luaTyping, true},
-		sc.sweep: {"sweep", luaSweep, true}, sc.members: {"members", luaMembers, false},
+		sc.sweep:      {"sweep", luaSweep, true},
 		sc.typingRead: {"typing_read", luaTypingRead, false}, sc.barrier: {"barrier", luaBarrier, true},
 		sc.detach: {"detach", luaDetach, true}, sc.refreshMany: {"refresh_many", luaRefreshMany, true},
 		sc.refreshFast: {"refresh_fast", luaRefreshFast, false},
@@ -315,7 +312,7 @@ func (s *RedisStore) loadScripts(ctx context.Context) error {
 		return s.loadFunctions(ctx)
 	}
 	for _, sc := range []*redis.Script{s.scripts.heartbeat, s.scripts.endSession, s.scripts.leave,
-		s.scripts.typing, s.scripts.sweep, s.scripts.members, s.scripts.typingRead, s.scripts.barrier,
+		s.scripts.typing, s.scripts.sweep, s.scripts.typingRead, s.scripts.barrier,
 		s.scripts.detach, s.scripts.refreshMany, s.scripts.refreshFast} {
 		if err := sc.Load(ctx, s.client).Err(); err != nil {
 			return err
@@ -796,17 +793,40 @@ func (s *RedisStore) Members(ctx context.Context, roomID string) ([]Member, erro
 	if s.closed() {
 		return nil, ErrClosed
 	}
-	flat, err := s.run(ctx, s.scripts.members, []string{s.roomKey(roomID, "members")}).StringSlice()
+	// The member list, then every member's profile and status in one
+	// pipelined round trip. Not a script: inside Lua each HMGET's reply is
+	// converted to a table and back, which cost more than the commands
+	// themselves (BENCHMARKS.md, "Redis cost pass 2"). The two reads are not
+	// one snapshot: a member who leaves in between is listed (their user
+	// record outlives them), and their leave event follows, as it would
+	// for a leave just after the read.
+	ids, err := s.client.ZRange(ctx, s.roomKey(roomID, "members"), 0, -1).Result()
 	if err != nil {
 		return nil, err
 	}
-	members := make([]Member, 0, len(flat)/5)
-	for i := 0; i+4 < len(flat); i += 5 {
-		members = append(members, Member{
-			Profile:  Profile{ID: flat[i], Name: flat[i+1], Avatar: flat[i+2]},
-			Status:   Status(flat[i+3]),
-			LastSeen: msTime(flat[i+4]),
-		})
+	members := make([]Member, 0, len(ids))
+	if len(ids) == 0 {
+		return members, nil
+	}
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HMGet(ctx, s.userKey(id, "user"), "name", "avatar", "st", "seen")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	for i, id := range ids {
+		v := cmds[i].Val()
+		m := Member{Profile: Profile{ID: id}, Status: StatusOffline}
+		if len(v) == 4 {
+			m.Name, m.Avatar = str(v[0]), str(v[1])
+			if st := str(v[2]); st != "" {
+				m.Status = Status(st)
+			}
+			m.LastSeen = msTime(str(v[3]))
+		}
+		members = append(members, m)
 	}
 	return members, nil
 }

@@ -119,10 +119,11 @@ local function clear_typing(room, uid, deadline)
 end
 
 -- set_status records and announces a change of the user's aggregate status.
-local function set_status(uid, from, to, rooms, deadline)
+-- name and avatar: the user's profile when the caller has it (else read).
+local function set_status(uid, from, to, rooms, deadline, name, avatar)
   if from == to then return end
   redis.call('HSET', ukey(uid, 'user'), 'st', to)
-  local name, avatar = profile(uid)
+  if not name then name, avatar = profile(uid) end
   emit({ k = 'status', u = uid, n = name, a = avatar, from = from, to = to,
          rooms = table.concat(rooms, ' '), dl = deadline })
 end
@@ -254,8 +255,10 @@ local function heartbeat_one(K, ko, A, ao)
 
   local from = published_status(uid)
   local raw = redis.call('HGET', K[ko + 2], sid)
-  if not raw and redis.call('HLEN', K[ko + 2]) >= tonumber(A[ao + 10]) then
-    return false, 'PRESENCE_LIMIT sessions'
+  local others -- for a new session: how many the user has besides it
+  if not raw then
+    others = redis.call('HLEN', K[ko + 2])
+    if others >= tonumber(A[ao + 10]) then return false, 'PRESENCE_LIMIT sessions' end
   end
   local rec
   if raw then rec = cjson.decode(raw) else rec = { s = 'online', r = {} } end
@@ -300,11 +303,18 @@ local function heartbeat_one(K, ko, A, ao)
   -- sessions are not read again.
   if rec.s ~= previous then
     local rooms
-    to, rooms = aggregate(uid)
+    if others == 0 then
+      -- The user's first session: its status and rooms are the user's,
+      -- without reading and decoding the sessions back.
+      to, rooms = BY_RANK[RANK[rec.s] or 0], {}
+      for _, r in ipairs(rec.r) do rooms[r] = true end
+    else
+      to, rooms = aggregate(uid)
+    end
     -- A new membership is announced after the status, so the status event
     -- lists only the rooms the user was already in.
     if room ~= '' and not member then rooms[room] = nil end
-    set_status(uid, from, to, sorted_keys(rooms), nil)
+    set_status(uid, from, to, sorted_keys(rooms), nil, A[ao + 3], A[ao + 4])
   end
 
   if room ~= '' and not member then
