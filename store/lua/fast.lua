@@ -15,7 +15,7 @@
 --
 -- It neither rewrites the session record nor emits: the deadlines move in
 -- the indexes (Pdeadlines, Pmember-deadlines), which the reapers read, and
--- in the TTL key. 5 or 6 O(1)/O(log n) commands.
+-- in the TTL key. 4 or 5 O(1)/O(log n) commands.
 local function refresh_fast(K, ko, A, ao, now)
   if A[ao + 6] == '1' then return false end -- metadata replaces: full path
   -- No EXISTS of the EndSession tombstone (K[ko+6]): a session with a
@@ -51,10 +51,20 @@ local function refresh_fast(K, ko, A, ao, now)
   end
   local uid, sid = A[ao + 1], A[ao + 2]
   local ttl = tonumber(A[ao + 8])
+  -- The user record's expiry is not moved here: every PEXPIRE of it (the
+  -- full heartbeat's, remove_session's) sets at least now + retention, so
+  -- it outlives the record's last full write ("!w", which no room id can
+  -- be mistaken for: validate.go allows no "!") by the retention. While
+  -- that is more than half a retention past this session's deadline the
+  -- refresh is fast; after, the full heartbeat writes both again. A record
+  -- without "!w" (written before it existed) moves the expiry as it did.
+  local w = tonumber(string.match(raw, '"!w":(%d+)'))
+  local retention = tonumber(A[2])
+  if w and now + ttl >= w + retention / 2 then return false end
   redis.call('SET', K[ko + 3], '1', 'PX', ttl)
   redis.call('ZADD', K[ko + 4], now + ttl, uid .. ' ' .. sid)
   if held then redis.call('ZADD', K[ko + 7], now + hold, uid .. ' ' .. sid .. ' ' .. room) end
   redis.call('HSET', K[ko + 1], 'name', A[ao + 3], 'avatar', A[ao + 4], 'seen', now)
-  redis.call('PEXPIRE', K[ko + 1], tonumber(A[2]) + ttl)
+  if not w then redis.call('PEXPIRE', K[ko + 1], retention + ttl) end
   return true
 end

@@ -11,6 +11,7 @@
 -- room's keys the {r:<id>} tag, so each lives in one cluster slot:
 --   P{u:ID}:user       hash  name, avatar, meta, seen (lastSeen ms), st (last published status)
 --   P{u:ID}:sess       hash  session id -> {"s":status,"d":deadline ms,"r":[rooms],
+--                            "!w":ms of the last full write (fast.lua),
 --                            "h":{room: deadline ms}} (h: the stream-held rooms
 --                            of r, absent when there are none). d and the values
 --                            of h are only as of the last full write: the fast
@@ -288,6 +289,7 @@ local function heartbeat_one(K, ko, A, ao)
       redis.call('ZREM', K[ko + 7], entry)
     end
   end
+  rec['!w'] = NOW -- when the user record's expiry was last moved (see fast.lua)
   redis.call('HSET', K[ko + 2], sid, cjson.encode(rec))
   redis.call('SET', K[ko + 3], '1', 'PX', ttl)
   redis.call('ZADD', K[ko + 4], rec.d, uid .. ' ' .. sid)
