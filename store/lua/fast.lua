@@ -1,8 +1,9 @@
 -- fast.lua: the hot refresh path, a heartbeat or stream refresh that changes
--- nothing but deadlines. Defines refresh_fast; it is prepended to lib.lua
--- (heartbeat_one tries it first) and, alone, makes the refresh_fast.lua
--- script the store tries before heartbeat.lua (without the library, whose
--- top level costs about as much as the refresh itself).
+-- nothing but deadlines. Defines refresh_fast; it comes before lib.lua, in
+-- the FUNCTION library and in every EVALSHA script (heartbeat_one tries it
+-- first). As EVALSHA it also makes, alone, the refresh_fast.lua script the
+-- store tries before heartbeat.lua (without lib.lua, whose top level EVALSHA
+-- runs on every call and costs about as much as the refresh itself).
 --
 -- K[ko+1..ko+7] and A[ao+1..ao+13] are heartbeat.lua's KEYS and ARGV[4..16]; A
 -- is the whole ARGV (A[2] the lastSeen retention: see lib.lua).
