@@ -57,7 +57,8 @@ type RedisStore struct {
 	// item instead of refresh_many.lua calls (benchmarks compare the two).
 	refreshPerItem bool
 	// noFastPath makes Heartbeat and Join skip refresh_fast.lua (benchmarks
-	// compare the two).
+	// compare the two). EVALSHA only: with the FUNCTION library there is no
+	// separate fast try to skip.
 	noFastPath bool
 
 	pubsub *redis.PubSub
