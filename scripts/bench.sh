@@ -55,6 +55,8 @@ if [[ " ${backends[*]} " == *" redis "* ]]; then
   echo "== redis: fan-out across two nodes"
   $PB fanout   --backend redis --nodes 2 --n 100,1000 --changes 10 "${COMMON[@]}"
 fi
+echo "== heartbeat throughput of a bare net/http server (no store): this box's ceiling for the request"
+$PB heartbeat --server bare --conc 64 --duration 5s --warmup 2s "${COMMON[@]}"
 echo "== the seed's polling design vs SSE push (intervals scaled by 0.05)"
 $PB poll --backend memory --scale 0.05 --watchers 50 "${COMMON[@]}"
 
