@@ -264,6 +264,7 @@ type call struct {
 	keys []string
 	args []any
 	cmd  *redis.Cmd
+	n    int // items, for the scripts that take several (refreshes)
 }
 
 // exec runs calls in one pipelined round trip (go-redis splits it per
@@ -352,11 +353,73 @@ func (s *ClusterStore) roomJoinCall(room string, hb Heartbeat, kind string, dur 
 		args: s.common(p, room, hb.User.ID, hb.SessionID, kind, dur, hb.User.Name, hb.User.Avatar, status, gen)}
 }
 
-func (s *ClusterStore) roomRefreshCall(room, uid, sid string, hold, ttl int64) *call {
-	p := partOf(s.parts, room)
-	return &call{sc: s.scripts.roomRefresh,
-		keys: []string{p.room(room, "ms"), p.key("mdl")},
-		args: []any{uid + " " + sid, room, hold, ttl}}
+// refreshes groups one round trip's fast refreshes into one
+// user_refresh.lua and one room_refresh.lua call per partition (of at most
+// refreshChunk items each): a node's batch of N refreshes costs Redis at
+// most a call per partition and script, not 2N.
+type refreshes struct {
+	s            *ClusterStore
+	users, rooms map[int]*call
+	calls        []*call
+}
+
+// item is one refresh's place in its call's reply.
+type item struct {
+	c *call
+	i int
+}
+
+func (s *ClusterStore) newRefreshes() *refreshes {
+	return &refreshes{s: s, users: map[int]*call{}, rooms: map[int]*call{}}
+}
+
+// add puts an item of keys and args into partition p's call of sc (in
+// byPart), opening a new call when there is none or it is full.
+func (r *refreshes) add(byPart map[int]*call, sc *redis.Script, p *partition, lead []any, keys []string, args ...any) item {
+	c := byPart[p.index]
+	if c == nil || c.n == refreshChunk {
+		c = &call{sc: sc, args: lead}
+		byPart[p.index] = c
+		r.calls = append(r.calls, c)
+	}
+	c.keys = append(c.keys, keys...)
+	c.args = append(c.args, args...)
+	c.n++
+	return item{c, c.n - 1}
+}
+
+// user queues op's fast session refresh.
+func (r *refreshes) user(op *hbOp) item {
+	p := partOf(r.s.parts, op.hb.User.ID)
+	uid, sid := op.hb.User.ID, op.hb.SessionID
+	return r.add(r.users, r.s.scripts.userRefresh, p, []any{r.s.opts.LastSeenRetention.Milliseconds()},
+		[]string{p.user(uid, "user"), p.user(uid, "sess"), p.user(uid, "ttl/"+sid), p.user(uid, "end/"+sid), p.key("deadlines")},
+		uid, sid, op.hb.User.Name, op.hb.User.Avatar, string(op.hb.Status), op.ttl, op.room, op.hold)
+}
+
+// room queues the fast refresh of one session's membership of room.
+func (r *refreshes) room(room, uid, sid string, hold, ttl int64) item {
+	p := partOf(r.s.parts, room)
+	return r.add(r.rooms, r.s.scripts.roomRefresh, p, nil,
+		[]string{p.room(room, "ms"), p.key("mdl")}, uid+" "+sid, room, hold, ttl)
+}
+
+// text is a user item's reply: "" when the full heartbeat is needed.
+func (it item) text() (string, error) {
+	res, err := it.c.cmd.StringSlice()
+	if err != nil {
+		return "", err
+	}
+	if it.i >= len(res) {
+		return "", fmt.Errorf("redis cluster refresh: %d replies for %d items", len(res), it.c.n)
+	}
+	return res[it.i], nil
+}
+
+// done reports whether a room item was refreshed.
+func (it item) done() bool {
+	res, err := it.c.cmd.Int64Slice()
+	return err == nil && it.i < len(res) && res[it.i] == 1
 }
 
 // Heartbeat implements Store.
@@ -428,11 +491,11 @@ type hbOp struct {
 	err   error
 
 	ttl, hold  int64
-	userFast   *call
-	roomFast   *call
+	userFast   *item
+	roomFast   *item
 	userFull   *call
 	status     *redis.StringCmd // the user's status, read when the fast user call did not return it
-	touches    []*call          // refreshes of the session's API-joined rooms
+	touches    []touch          // refreshes of the session's API-joined rooms
 	join       *call            // the membership made or refreshed in round trip 3
 	kind       string           // the room's kind in the session ("+" or "~"), once known
 	gen        string           // the session instance's gen, once known
@@ -459,7 +522,7 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 		return nil
 	}
 	// 1.
-	var calls []*call
+	fast := s.newRefreshes()
 	for _, op := range ops {
 		ttl := op.hb.TTL
 		if ttl <= 0 {
@@ -472,36 +535,30 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 		if op.hb.Metadata != nil {
 			continue // metadata is written by the full heartbeat only
 		}
-		p := partOf(s.parts, op.hb.User.ID)
-		uid, sid := op.hb.User.ID, op.hb.SessionID
-		op.userFast = &call{sc: s.scripts.userRefresh,
-			keys: []string{p.user(uid, "user"), p.user(uid, "sess"), p.user(uid, "ttl/"+sid),
-				p.user(uid, "end/"+sid), p.key("deadlines")},
-			args: []any{uid, sid, op.hb.User.Name, op.hb.User.Avatar, string(op.hb.Status), op.ttl,
-				op.room, op.hold, s.opts.LastSeenRetention.Milliseconds()}}
-		calls = append(calls, op.userFast)
+		u := fast.user(op)
+		op.userFast = &u
 		if op.room != "" {
-			op.roomFast = s.roomRefreshCall(op.room, uid, sid, op.hold, op.ttl)
-			calls = append(calls, op.roomFast)
+			r := fast.room(op.room, op.hb.User.ID, op.hb.SessionID, op.hold, op.ttl)
+			op.roomFast = &r
 		}
 	}
-	s.exec(ctx, calls, nil)
+	s.exec(ctx, fast.calls, nil)
 
 	// 2.
-	calls = calls[:0]
+	var calls []*call
+	touches := s.newRefreshes()
 	var reads []*hbOp
 	for _, op := range ops {
 		if op.roomFast != nil {
-			n, err := op.roomFast.cmd.Int()
-			op.roomFastOK = err == nil && n == 1
+			op.roomFastOK = op.roomFast.done()
 		}
 		if op.userFast != nil {
-			res, err := op.userFast.cmd.Text()
-			if err != nil && !errors.Is(err, redis.Nil) {
+			res, err := op.userFast.text()
+			if err != nil {
 				op.err = err
 				continue
 			}
-			if err == nil {
+			if res != "" {
 				gen, perm, _ := strings.Cut(res, "|")
 				op.gen, op.perm = gen, splitRooms(perm)
 				if op.room != "" && !op.roomFastOK {
@@ -510,7 +567,7 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 						op.kind = "+"
 					}
 				}
-				s.touch(op, &calls)
+				op.touch(touches)
 				if op.kind != "" || len(op.touches) > 0 {
 					reads = append(reads, op)
 				}
@@ -528,7 +585,7 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 				op.hold, op.mode)}
 		calls = append(calls, op.userFull)
 	}
-	s.exec(ctx, calls, func(pipe redis.Pipeliner) {
+	s.exec(ctx, append(calls, touches.calls...), func(pipe redis.Pipeliner) {
 		for _, op := range reads {
 			op.status = pipe.HGet(ctx, partOf(s.parts, op.hb.User.ID).user(op.hb.User.ID, "user"), "st")
 		}
@@ -536,6 +593,7 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 
 	// 3.
 	calls = calls[:0]
+	touches = s.newRefreshes()
 	for _, op := range ops {
 		switch {
 		case op.userFull != nil:
@@ -554,7 +612,7 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 				continue
 			}
 			op.to, op.kind, op.gen, op.perm = f[0], f[1], f[2], splitRooms(f[3])
-			s.touch(op, &calls)
+			op.touch(touches)
 		case op.err != nil:
 			continue
 		case op.status != nil:
@@ -574,7 +632,7 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 			calls = append(calls, op.join)
 		}
 	}
-	s.exec(ctx, calls, nil)
+	s.exec(ctx, append(calls, touches.calls...), nil)
 	for _, op := range ops {
 		if op.join != nil && op.err == nil {
 			// The session is refreshed but the membership may not be made:
@@ -598,14 +656,18 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 	return nil
 }
 
+// touch is the refresh of one of a session's API-joined rooms.
+type touch struct {
+	room string
+	item item
+}
+
 // touch queues the refresh of op's API-joined rooms (but its own room,
 // which its own calls refresh): their deadlines follow the session's.
-func (s *ClusterStore) touch(op *hbOp, calls *[]*call) {
-	for _, r := range op.perm {
-		if r != op.room {
-			t := s.roomRefreshCall(r, op.hb.User.ID, op.hb.SessionID, 0, op.ttl)
-			op.touches = append(op.touches, t)
-			*calls = append(*calls, t)
+func (op *hbOp) touch(r *refreshes) {
+	for _, room := range op.perm {
+		if room != op.room {
+			op.touches = append(op.touches, touch{room, r.room(room, op.hb.User.ID, op.hb.SessionID, 0, op.ttl)})
 		}
 	}
 }
@@ -615,8 +677,8 @@ func (s *ClusterStore) touch(op *hbOp, calls *[]*call) {
 // session's record says it is in the room, so it is.
 func (s *ClusterStore) rejoin(op *hbOp, calls *[]*call) {
 	for _, t := range op.touches {
-		if n, err := t.cmd.Int(); err == nil && n == 0 {
-			*calls = append(*calls, s.roomJoinCall(t.args[1].(string), op.hb, "+", op.ttl, op.to, op.gen))
+		if t.item.c.cmd.Err() == nil && !t.item.done() {
+			*calls = append(*calls, s.roomJoinCall(t.room, op.hb, "+", op.ttl, op.to, op.gen))
 		}
 	}
 }
