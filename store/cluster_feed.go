@@ -334,49 +334,22 @@ func (s *ClusterStore) parseTTLKey(key string) (string, string, bool) {
 // in batches of whatever has queued up.
 func (s *ClusterStore) reapExpired(ctx context.Context) {
 	defer s.wg.Done()
-	batch := make([][2]string, 0, 256)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case r := <-s.reaps:
-			batch = append(batch[:0], r)
-		}
-	drain:
-		for len(batch) < cap(batch) {
-			select {
-			case r := <-s.reaps:
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
+	reapLoop(ctx, s.reaps, func(batch [][2]string) {
 		if _, err := s.endSessions(ctx, batch, "reap"); err != nil && ctx.Err() == nil {
 			s.log.Debug("presence: reaping expired sessions failed; the sweeper will retry", "error", err)
 		}
-	}
+	})
 }
 
 // stateCheckInterval is how often the node asks the cluster whether it
 // still holds the state the node knew (as RedisStore's).
 func (s *ClusterStore) stateCheckInterval() time.Duration {
-	return min(max(10*s.opts.SweepInterval, 100*time.Millisecond), time.Second)
+	return stateCheckEvery(s.opts.SweepInterval)
 }
 
 func (s *ClusterStore) watchState(ctx context.Context) {
 	defer s.wg.Done()
-	t := time.NewTicker(s.stateCheckInterval())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if _, err := s.checkState(ctx); err != nil && ctx.Err() == nil {
-			s.log.Debug("presence: Redis Cluster state check failed", "error", err)
-		}
-	}
+	watchStateLoop(ctx, s.stateCheckInterval(), s.checkState, s.log)
 }
 
 // checkState compares every partition's epoch token, and the run_id of

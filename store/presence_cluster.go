@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	_ "embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -856,25 +855,6 @@ func (s *ClusterStore) readUsers(ctx context.Context, ids []string) (map[string]
 		out[id] = presenceFromHash(id, cmds[i].Val())
 	}
 	return out, nil
-}
-
-// presenceFromHash reads a user hash's name, avatar, st, seen and meta.
-func presenceFromHash(id string, v []any) *Presence {
-	if len(v) < 5 || v[3] == nil {
-		return nil
-	}
-	p := &Presence{
-		Profile:  Profile{ID: id, Name: str(v[0]), Avatar: str(v[1])},
-		Status:   Status(str(v[2])),
-		LastSeen: msTime(str(v[3])),
-	}
-	if p.Status == "" {
-		p.Status = StatusOffline
-	}
-	if m := str(v[4]); m != "" {
-		p.Metadata = json.RawMessage(m)
-	}
-	return p
 }
 
 // Members implements Store: the room's member list from its partition,

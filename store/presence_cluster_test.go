@@ -124,27 +124,7 @@ func startLive(t *testing.T, c *redistest.Cluster, opts Options) *clusterLive {
 	return l
 }
 
-// truth reports whether s shows exactly the live users online and in the
-// lobby, and the others offline.
-func (l *clusterLive) truth(s Store) bool {
-	ctx := context.Background()
-	p, err := s.Presence(ctx, append([]string{"gone", "ended"}, l.live...))
-	if err != nil {
-		return false
-	}
-	for _, uid := range l.live {
-		if p[uid] == nil || p[uid].Status != StatusOnline {
-			return false
-		}
-	}
-	for _, uid := range []string{"gone", "ended"} {
-		if p[uid] != nil && p[uid].Status != StatusOffline {
-			return false
-		}
-	}
-	m, err := s.Members(ctx, "lobby")
-	return err == nil && len(m) == len(l.live)
-}
+func (l *clusterLive) truth(s Store) bool { return showsTruth(s, l.live, "gone", "ended") }
 
 // settles waits for both nodes to show the truth, then checks it stays
 // true for longer than a TTL (the keeper's refreshes keep the live users;

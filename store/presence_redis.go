@@ -765,25 +765,28 @@ func (s *RedisStore) Presence(ctx context.Context, userIDs []string) (map[string
 	}
 	out := make(map[string]*Presence, len(userIDs))
 	for i, id := range userIDs {
-		v := cmds[i].Val()
-		if len(v) < 5 || v[3] == nil {
-			out[id] = nil
-			continue
-		}
-		p := &Presence{
-			Profile:  Profile{ID: id, Name: str(v[0]), Avatar: str(v[1])},
-			Status:   Status(str(v[2])),
-			LastSeen: msTime(str(v[3])),
-		}
-		if p.Status == "" {
-			p.Status = StatusOffline
-		}
-		if m := str(v[4]); m != "" {
-			p.Metadata = json.RawMessage(m)
-		}
-		out[id] = p
+		out[id] = presenceFromHash(id, cmds[i].Val())
 	}
 	return out, nil
+}
+
+// presenceFromHash reads a user hash's name, avatar, st, seen and meta.
+func presenceFromHash(id string, v []any) *Presence {
+	if len(v) < 5 || v[3] == nil {
+		return nil
+	}
+	p := &Presence{
+		Profile:  Profile{ID: id, Name: str(v[0]), Avatar: str(v[1])},
+		Status:   Status(str(v[2])),
+		LastSeen: msTime(str(v[3])),
+	}
+	if p.Status == "" {
+		p.Status = StatusOffline
+	}
+	if m := str(v[4]); m != "" {
+		p.Metadata = json.RawMessage(m)
+	}
+	return p
 }
 
 // Members implements Store.
@@ -1087,23 +1090,7 @@ func (s *RedisStore) parseTTLKey(key string) (string, string, bool) {
 // expired, pipelining whatever has queued up.
 func (s *RedisStore) reapExpired(ctx context.Context) {
 	defer s.wg.Done()
-	batch := make([][2]string, 0, 256)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case r := <-s.reaps:
-			batch = append(batch[:0], r)
-		}
-	drain:
-		for len(batch) < cap(batch) {
-			select {
-			case r := <-s.reaps:
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
+	reapLoop(ctx, s.reaps, func(batch [][2]string) {
 		pipe := s.client.Pipeline()
 		for _, r := range batch {
 			s.evalOn(ctx, pipe, s.scripts.endSession, s.endSessionKeys(r[0], r[1]), s.args([]any{r[0], r[1], "reap", 0})...)
@@ -1114,6 +1101,31 @@ func (s *RedisStore) reapExpired(ctx context.Context) {
 			_ = s.loadScripts(ctx)
 			s.log.Warn("presence: reaping expired sessions failed; the sweeper will retry", "error", err)
 		}
+	})
+}
+
+// reapLoop calls reap, until ctx ends, with each batch of (user, session)
+// pairs from ch: the first that arrives and whatever queued up behind it
+// (at most 256), so a burst of expiries costs a few round trips.
+func reapLoop(ctx context.Context, ch <-chan [2]string, reap func([][2]string)) {
+	batch := make([][2]string, 0, 256)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-ch:
+			batch = append(batch[:0], r)
+		}
+	drain:
+		for len(batch) < cap(batch) {
+			select {
+			case r := <-ch:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		reap(batch)
 	}
 }
 
@@ -1190,8 +1202,10 @@ func msTime(s string) time.Time {
 // stateCheckInterval is how often a node asks Redis whether it still holds
 // the state the node knew: ten sweep intervals, between 100 ms and 1 s
 // (an INFO server and a GET: cheap).
-func (s *RedisStore) stateCheckInterval() time.Duration {
-	return min(max(10*s.opts.SweepInterval, 100*time.Millisecond), time.Second)
+func (s *RedisStore) stateCheckInterval() time.Duration { return stateCheckEvery(s.opts.SweepInterval) }
+
+func stateCheckEvery(sweep time.Duration) time.Duration {
+	return min(max(10*sweep, 100*time.Millisecond), time.Second)
 }
 
 // watchState runs checkState periodically, so that a state loss that does
@@ -1199,7 +1213,12 @@ func (s *RedisStore) stateCheckInterval() time.Duration {
 // that happens while nothing is written is still noticed.
 func (s *RedisStore) watchState(ctx context.Context) {
 	defer s.wg.Done()
-	t := time.NewTicker(s.stateCheckInterval())
+	watchStateLoop(ctx, s.stateCheckInterval(), s.checkState, s.log)
+}
+
+// watchStateLoop calls check every interval until ctx ends.
+func watchStateLoop(ctx context.Context, every time.Duration, check func(context.Context) (bool, error), log *slog.Logger) {
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -1207,8 +1226,8 @@ func (s *RedisStore) watchState(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if _, err := s.checkState(ctx); err != nil && ctx.Err() == nil {
-			s.log.Debug("presence: Redis state check failed", "error", err)
+		if _, err := check(ctx); err != nil && ctx.Err() == nil {
+			log.Debug("presence: Redis state check failed", "error", err)
 		}
 	}
 }
