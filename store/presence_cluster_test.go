@@ -206,6 +206,26 @@ func TestClusterPrimaryKilled(t *testing.T) {
 	waitEvent(t, subB, expiryTimeout, isOffline("late"))
 }
 
+// A planned failover (CLUSTER FAILOVER on a replica): the old primary stays
+// up as a replica. Every node notices the new primary, resyncs, and goes on
+// with the promoted one: state stays true, events keep coming.
+func TestClusterPlannedFailover(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterConfig{Replicas: 1})
+	opts := Options{TTL: 2 * time.Second, SweepInterval: 50 * time.Millisecond, KeyPrefix: redistest.Prefix(t)}
+	l := startLive(t, c, opts)
+	subA, subB := mustSubscribe(t, l.a), mustSubscribe(t, l.b)
+	c.FailoverPrimaryOf(t, partOf(l.a.parts, "lobby").slot)
+	c.FailoverPrimaryOf(t, partOf(l.a.parts, "late").slot)
+	waitResync(t, subA, 20*time.Second)
+	waitResync(t, subB, 20*time.Second)
+	l.settles(t, opts.TTL, "after a planned failover")
+	ctx := context.Background()
+	must(t, l.a.Join(ctx, "lobby", Heartbeat{User: Profile{ID: "late"}, SessionID: "session-late", TTL: time.Second}))
+	waitAll(t, subB, expiryTimeout, isOffline("late"), func(e Event) bool {
+		return e.Kind == EventLeave && e.Room == "lobby" && e.User.ID == "late"
+	})
+}
+
 // CLIENT KILL TYPE pubsub on one shard drops every node's subscriptions of
 // the partitions it owns: go-redis reconnects them, and what was published
 // meanwhile comes from each partition's log, so no event is lost.
