@@ -45,12 +45,16 @@ bench:
 bench-full:
 	GO=$(GO) scripts/bench-full.sh
 
-## soak: 3 gateway nodes on one Redis, simulated tabs and API clients, one fault every 15 s (kill -9, SIGSTOP,
+## soak: 3 gateway nodes on Redis, simulated tabs and API clients, one fault every 15 s (kill -9, SIGSTOP,
 ## CLIENT KILL TYPE pubsub, SHUTDOWN NOSAVE, DEBUG SLEEP 1) and an oracle checking every subscriber every 100 ms;
-## SOAK_DURATION (default 10m). Report in bin/soak/report.txt; fails on any divergence past ttl + 1 s. Not in make test.
+## SOAK_DURATION (default 10m); SOAK_BACKEND=single (default: one redis-server) | sentinel (primary + replica +
+## 3 sentinels; adds a killed primary and SENTINEL FAILOVER) | cluster (3 primaries + 3 replicas; a killed primary,
+## CLIENT KILL TYPE pubsub on one shard, a slot moved live). Report in bin/soak/report.txt (and report-BACKEND.txt)
+## with per-fault recovery times; fails on any divergence past ttl + 1 s. Not in make test.
 SOAK_DURATION ?= 10m
+SOAK_BACKEND  ?= single
 soak:
-	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -tags soak -count=1 -timeout 60m -run '^TestSoak$$' -v ./internal/nodetest/
+	SOAK_DURATION=$(SOAK_DURATION) SOAK_BACKEND=$(SOAK_BACKEND) $(GO) test -tags soak -count=1 -timeout 60m -run '^TestSoak$$' -v ./internal/nodetest/
 
 generate:
 	$(GO) tool templ generate

@@ -61,8 +61,13 @@ type RedisStore struct {
 	// separate fast try to skip.
 	noFastPath bool
 
+	pubMu  sync.Mutex // guards pubsub, replaced by dispatch on a resubscribe
 	pubsub *redis.PubSub
-	reaps  chan [2]string // (user, session) from keyspace events
+	// resub asks dispatch to drop its pub/sub connection and subscribe on a
+	// fresh one (stateLost): after a failover the old connection may still
+	// be on the old primary.
+	resub chan struct{}
+	reaps chan [2]string // (user, session) from keyspace events
 
 	// batch coalesces concurrent Heartbeat and Join calls into pipelined
 	// round trips (redis_coalesce.go).
@@ -166,6 +171,7 @@ func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logg
 		reaps:     make(chan [2]string, 4096),
 		pending:   make(map[string]*Subscription),
 		firstSub:  make(chan struct{}),
+		resub:     make(chan struct{}, 1),
 	}
 	s.scripts = redisScripts{
 		heartbeat:   withLib(luaHeartbeat),
@@ -912,7 +918,10 @@ func (s *RedisStore) Ready(ctx context.Context) error {
 	}
 	// The flag says the feed was subscribed once; a ping on the pub/sub
 	// connection says it still is (go-redis reconnects it on its own).
-	if err := s.pubsub.Ping(ctx); err != nil {
+	s.pubMu.Lock()
+	pubsub := s.pubsub
+	s.pubMu.Unlock()
+	if err := pubsub.Ping(ctx); err != nil {
 		return fmt.Errorf("redis: change feed connection: %w", err)
 	}
 	return nil
@@ -934,13 +943,31 @@ func (s *RedisStore) Close() error {
 // that touches last, the id of the newest log entry delivered.
 func (s *RedisStore) dispatch(ctx context.Context, pubsub *redis.PubSub, last string) {
 	defer s.wg.Done()
-	defer pubsub.Close()
+	defer func() { _ = pubsub.Close() }()
 	ch := pubsub.ChannelWithSubscriptions(redis.WithChannelSize(10000))
 	for {
 		var msg any
 		select {
 		case <-ctx.Done():
 			return
+		case <-s.resub:
+			// A state loss seen through a command connection (a restart
+			// or a failover). On a failover go-redis's failover client moves
+			// its command connections to the new primary but leaves the
+			// pub/sub one where it is: on an old primary that is still up
+			// (it stalled, or sits on the far side of a partition) this
+			// node would hear nothing of the new primary's events until
+			// something cut that connection. Subscribe again on a fresh
+			// one; its confirmation catches up from the log.
+			old := pubsub
+			pubsub = s.client.Subscribe(ctx, s.channel, s.expiredCh)
+			s.pubMu.Lock()
+			s.pubsub = pubsub
+			s.pubMu.Unlock()
+			_ = old.Close()
+			ch = pubsub.ChannelWithSubscriptions(redis.WithChannelSize(10000))
+			s.log.Info("presence: resubscribing the change feed after a Redis state loss")
+			continue
 		case msg = <-ch:
 		}
 		switch m := msg.(type) {
@@ -952,6 +979,12 @@ func (s *RedisStore) dispatch(ctx context.Context, pubsub *redis.PubSub, last st
 				// may hold nothing to tell us so: ask the server itself).
 				if _, err := s.checkState(ctx); err != nil && ctx.Err() == nil {
 					s.log.Warn("presence: checking Redis state after resubscribe failed; will retry", "error", err)
+				}
+				// This connection was just made: a loss found now needs no
+				// fresh one.
+				select {
+				case <-s.resub:
+				default:
 				}
 				last = s.catchUp(ctx, last)
 				if !s.subscribed.Swap(true) {
@@ -1281,6 +1314,10 @@ func (s *RedisStore) checkState(ctx context.Context) (bool, error) {
 // to re-read state. Subscriptions still waiting for their barrier (which
 // may have been lost with the state) start now: the resync covers them.
 func (s *RedisStore) stateLost(ctx context.Context) {
+	select {
+	case s.resub <- struct{}{}:
+	default: // one is already asked for
+	}
 	s.enableExpiryEvents(ctx)
 	if err := s.loadScripts(ctx); err != nil {
 		s.log.Warn("presence: reloading scripts after a state loss failed", "error", err)

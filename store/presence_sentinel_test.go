@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -191,4 +192,32 @@ func TestSentinelFailover(t *testing.T) {
 func TestSentinelPrimaryKilled(t *testing.T) {
 	d := redistest.StartSentinel(t)
 	failoverCheck(t, d, d.Primary.Kill)
+}
+
+// A failover whose old primary stays up and is never demoted (the
+// sentinels cannot reach it with REPLICAOF: renamed away here, as across a
+// partition): go-redis's failover client moves its command connections to
+// the new primary but not the pub/sub one. The node must still hear the new
+// primary's events: it resubscribes on the state loss it sees.
+func TestSentinelFailoverOldPrimaryStaysUp(t *testing.T) {
+	noDemote := []string{"--rename-command", "REPLICAOF", "", "--rename-command", "SLAVEOF", ""}
+	d := redistest.StartSentinelArgs(t, noDemote, nil)
+	opts := Options{TTL: 2 * time.Second, SweepInterval: 50 * time.Millisecond, KeyPrefix: redistest.Prefix(t)}
+	a, b := openURL(t, d.URL, opts), openURL(t, d.URL, opts)
+	waitReady(t, a)
+	waitReady(t, b)
+	sub := mustSubscribe(t, a)
+	old := d.MasterAddr(t)
+	if r := d.Sentinels[0].Do(t, "SENTINEL", "FAILOVER", redistest.SentinelMaster); r != "+OK" {
+		t.Fatalf("SENTINEL FAILOVER: %s", r)
+	}
+	eventually(t, 30*time.Second, "sentinels promote the replica", func() bool { return d.MasterAddr(t) != old })
+	waitResync(t, sub, 20*time.Second)
+	// The old primary is still a primary, with nobody writing to it.
+	if role := d.Primary.DoAll(t, "ROLE"); !strings.HasPrefix(role, "master") {
+		t.Fatalf("the old primary was demoted after all (ROLE %s): the test shows nothing", role)
+	}
+	ctx := context.Background()
+	must(t, b.Heartbeat(ctx, Heartbeat{User: Profile{ID: "after"}, SessionID: "session-after"}))
+	waitEvent(t, sub, 20*time.Second, func(e Event) bool { return e.Kind == EventStatus && e.User.ID == "after" && e.To == StatusOnline })
 }

@@ -73,7 +73,39 @@ type sess struct {
 	// so its memberships may or may not have survived. Not checked until
 	// the client joins or leaves that room again or the session ends.
 	maybeRooms map[string]bool
+	// roomOp is the last acknowledged join (in) or leave of each room, at
+	// its answer: a failover that may lose the last writes makes the ones
+	// answered inside its loss window undetermined (lossWindow).
+	roomOp map[string]roomOp
+	// hist holds the last acknowledged heartbeats and joins (sent,
+	// answered): after a failover the store's session deadline may come
+	// from an earlier one than the last (acked).
+	hist [8]ackRec
+	nh   int
+	// statusAt is when the session's status last changed (at its answer);
+	// statusWin: that change was answered inside a loss window, so it may
+	// have been lost with the primary; not known until the next heartbeat
+	// answered outside one (every heartbeat carries the status).
+	statusAt  time.Time
+	statusWin bool
+	// closeWin: the tab was closed inside a loss window: the store may
+	// have lost its Detach, so the held membership may last until its own
+	// deadline (ttl + refresh after the last refresh).
+	closeWin bool
+	// winRooms: the maybeRooms that a loss window made undetermined (and
+	// nothing else since), so that closeLoss may settle them from roomOp.
+	winRooms map[string]bool
+	// pending: API rooms made undetermined by a Redis restart that may or
+	// may not have become a failover (Sentinel), settled by settleLoss.
+	pending map[string]bool
 }
+
+type roomOp struct {
+	in bool
+	at time.Time
+}
+
+type ackRec struct{ send, at time.Time }
 
 // alive: the session is live at now.
 func (s *sess) alive(now time.Time) bool {
@@ -83,6 +115,12 @@ func (s *sess) alive(now time.Time) bool {
 	if s.tab && s.connected && s.closedAt.IsZero() {
 		return true
 	}
+	return now.Before(s.expiry())
+}
+
+// expiry: when the session expires if nothing renews it (for a tab not
+// connected, or an API session).
+func (s *sess) expiry() time.Time {
 	last := s.lastAck
 	if s.tab && !s.lostAt.IsZero() && s.lostAt.After(last) {
 		last = s.lostAt
@@ -90,7 +128,7 @@ func (s *sess) alive(now time.Time) bool {
 	if s.tab && !s.closedAt.IsZero() && s.closedAt.After(last) {
 		last = s.closedAt
 	}
-	return now.Before(last.Add(soakTTL))
+	return last.Add(soakTTL)
 }
 
 // inRoom: whether the session is in room at now: 1 yes, 0 no, -1 not
@@ -100,6 +138,9 @@ func (s *sess) inRoom(room string, now time.Time) int8 {
 		return 0
 	}
 	if s.tab {
+		if s.closeWin && s.room == room && now.Before(s.closedAt.Add(soakTTL+soakRefresh+500*time.Millisecond)) {
+			return -1
+		}
 		return b2i(s.inRoomTab(room, now))
 	}
 	if s.apiRooms[room] {
@@ -137,6 +178,128 @@ type oracle struct {
 	sessions map[string]*sess // by session id
 	ops      atomic.Int64
 	failed   atomic.Int64
+	// windows are the loss windows of failovers (Sentinel, Cluster): the
+	// writes answered inside one may have been lost with the old primary
+	// (asynchronous replication). until is zero while the window is open.
+	windows []*lossWindow
+}
+
+type lossWindow struct{ from, until time.Time }
+
+// lateExpiry: the latest the store may carry out an expiry due at t (o.mu
+// held). An expiry falls due while the primary that holds it is gone
+// (within a loss window) happens once a primary is back: the window's end,
+// then a sweep (300 ms with margin).
+func (o *oracle) lateExpiry(t time.Time) time.Time {
+	for _, w := range o.windows {
+		if !t.Before(w.from) && (w.until.IsZero() || !t.After(w.until)) {
+			if w.until.IsZero() {
+				return time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+			}
+			t = w.until
+		}
+	}
+	return t.Add(300 * time.Millisecond)
+}
+
+// inWindow: t falls inside a loss window (o.mu held).
+func (o *oracle) inWindow(t time.Time) bool {
+	for _, w := range o.windows {
+		if !t.Before(w.from) && (w.until.IsZero() || !t.After(w.until)) {
+			return true
+		}
+	}
+	return false
+}
+
+// openLoss opens a loss window from from (a margin before the fault: the
+// replica may lag the primary) and makes what was answered since
+// undetermined: API joins and leaves, status changes, tab closes.
+func (o *oracle) openLoss(from time.Time) *lossWindow {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	w := &lossWindow{from: from}
+	o.windows = append(o.windows, w)
+	for _, s := range o.sessions {
+		for r, op := range s.roomOp {
+			if !op.at.Before(from) && (s.apiRooms[r] || !s.maybeRooms[r]) {
+				delete(s.apiRooms, r)
+				s.maybeRooms[r] = true
+				s.winRooms[r] = true
+			}
+		}
+		if !s.statusAt.Before(from) && !s.statusAt.IsZero() {
+			s.statusWin = true
+		}
+		if s.tab && !s.closedAt.IsZero() && !s.closedAt.Before(from) {
+			s.closeWin = true
+		}
+	}
+	return w
+}
+
+// closeLoss ends the window at until: what was answered after it is
+// certain again (the nodes are on the new primary), so the room ops and
+// heartbeats answered since until, marked undetermined when they came,
+// count as acknowledged.
+func (o *oracle) closeLoss(w *lossWindow, until time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	w.until = until
+	for _, s := range o.sessions {
+		for r := range s.winRooms {
+			if op := s.roomOp[r]; op.at.After(until) && !o.inWindow(op.at) {
+				delete(s.maybeRooms, r)
+				delete(s.winRooms, r)
+				if op.in {
+					s.apiRooms[r] = true
+				}
+			}
+		}
+		if s.statusWin && s.lastAck.After(until) && !o.inWindow(s.lastAck) {
+			s.statusWin = false
+		}
+		if s.closeWin && s.closedAt.After(until) && !o.inWindow(s.closedAt) {
+			s.closeWin = false
+		}
+	}
+}
+
+// pendLoss: a Redis restart without its data that may turn into a
+// failover instead (Sentinel): every API room is undetermined until
+// settleLoss says which it was.
+func (o *oracle) pendLoss() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, s := range o.sessions {
+		if s.tab {
+			continue
+		}
+		s.pending = map[string]bool{}
+		for r := range s.apiRooms {
+			s.pending[r] = true
+			s.maybeRooms[r] = true
+		}
+		s.apiRooms, s.winRooms = map[string]bool{}, map[string]bool{}
+	}
+}
+
+// settleLoss: lost, the data set was lost (no failover): the pending rooms
+// not joined or left since at are gone for good. Otherwise (a failover
+// kept the replica's copy, or part of it) they stay undetermined.
+func (o *oracle) settleLoss(lost bool, at time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, s := range o.sessions {
+		if lost {
+			for r := range s.pending {
+				if s.maybeRooms[r] && s.roomOp[r].at.Before(at) {
+					delete(s.maybeRooms, r)
+				}
+			}
+		}
+		s.pending = nil
+	}
 }
 
 // truth: each user's status, and per room each user's membership (1 in,
@@ -155,11 +318,25 @@ func (o *oracle) truth(now time.Time, rooms []string) (status map[string]string,
 			if s.tab && !s.closedAt.IsZero() && now.Sub(s.closedAt) > time.Minute {
 				delete(o.sessions, id)
 			}
+			if !s.ended && len(o.windows) > 0 && now.Before(o.lateExpiry(s.expiry())) {
+				// Expired by now, unless its expiry fell due while its
+				// primary was gone: then it may still be live, with its
+				// rooms, for a while. Not known.
+				status[s.user] = "?"
+				for r := range s.apiRooms {
+					if members[r][s.user] == 0 {
+						members[r][s.user] = -1
+					}
+				}
+				if s.tab && s.room != "" && members[s.room][s.user] == 0 {
+					members[s.room][s.user] = -1
+				}
+			}
 			continue
 		}
 		switch {
 		case status[s.user] == "?":
-		case s.statusUnknown:
+		case s.statusUnknown || s.statusWin:
 			status[s.user] = "?"
 		case statusRank[s.status] > statusRank[status[s.user]]:
 			status[s.user] = s.status
@@ -184,7 +361,7 @@ func (o *oracle) stateLost() {
 	defer o.mu.Unlock()
 	for _, s := range o.sessions {
 		if !s.tab {
-			s.apiRooms, s.maybeRooms = map[string]bool{}, map[string]bool{}
+			s.apiRooms, s.maybeRooms, s.winRooms = map[string]bool{}, map[string]bool{}, map[string]bool{}
 		}
 	}
 }
@@ -259,6 +436,7 @@ func (sk *soak) tab(ui int, rng *rand.Rand) {
 				s.connected, s.lostAt = false, now
 			}
 			s.closedAt = now
+			s.closeWin = sk.o.inWindow(now)
 			sk.o.mu.Unlock()
 			sk.o.ops.Add(1)
 			if offline {
@@ -298,7 +476,9 @@ func (sk *soak) tab(ui int, rng *rand.Rand) {
 			code, err := sk.post(node, token, "/api/presence", `{"status":"`+status+`","sessionId":"`+sid+`"}`)
 			sk.o.mu.Lock()
 			if err == nil && code/100 == 2 {
-				s.lastAck, s.status, s.statusUnknown = time.Now(), status, false
+				now := time.Now()
+				s.setStatus(sk.o, now, status)
+				s.lastAck, s.statusUnknown = now, false
 			} else if unknownOutcome(code, err) && status != s.status {
 				s.statusUnknown = true
 			}
@@ -322,7 +502,8 @@ func (sk *soak) tab(ui int, rng *rand.Rand) {
 func (sk *soak) api(i, ui int, rng *rand.Rand) {
 	user, token := sk.users[ui], sk.tokens[ui]
 	sid := fmt.Sprintf("api-%s-%04d", user, i)
-	s := &sess{user: user, status: "online", apiRooms: map[string]bool{}, maybeRooms: map[string]bool{}}
+	s := &sess{user: user, status: "online", apiRooms: map[string]bool{}, maybeRooms: map[string]bool{},
+		roomOp: map[string]roomOp{}, winRooms: map[string]bool{}}
 	sk.o.mu.Lock()
 	sk.o.sessions[sid] = s
 	sk.o.mu.Unlock()
@@ -345,14 +526,23 @@ func (sk *soak) api(i, ui int, rng *rand.Rand) {
 				// A join creates or refreshes the session as a heartbeat
 				// with no status does.
 				sk.o.mu.Lock()
-				s.acked(send, time.Now(), "")
-				s.apiRooms[room] = true
-				delete(s.maybeRooms, room)
+				now := time.Now()
+				s.acked(sk.o, send, now, "")
+				s.roomOp[room] = roomOp{in: true, at: now}
+				if sk.o.inWindow(now) {
+					// Answered by a primary that may be losing it.
+					s.maybeRooms[room], s.winRooms[room] = true, true
+				} else {
+					s.apiRooms[room] = true
+					delete(s.maybeRooms, room)
+					delete(s.winRooms, room)
+				}
 				sk.o.mu.Unlock()
 			} else if unknownOutcome(code, err) {
 				// The join may have been applied (and its session renewed).
 				sk.o.mu.Lock()
 				s.maybeRooms[room] = true
+				delete(s.winRooms, room)
 				sk.o.mu.Unlock()
 			}
 		case p < 0.12:
@@ -365,14 +555,22 @@ func (sk *soak) api(i, ui int, rng *rand.Rand) {
 			code, err := sk.post(node, token, "/api/presence/room/"+room, `{"action":"leave","sessionId":"`+sid+`"}`)
 			sk.o.mu.Lock()
 			if err == nil && code/100 == 2 {
-				delete(s.maybeRooms, room)
+				now := time.Now()
+				s.roomOp[room] = roomOp{at: now}
+				if sk.o.inWindow(now) {
+					s.maybeRooms[room], s.winRooms[room] = true, true
+				} else {
+					delete(s.maybeRooms, room)
+					delete(s.winRooms, room)
+				}
 			} else if unknownOutcome(code, err) {
 				s.maybeRooms[room] = true // it may not have been applied
+				delete(s.winRooms, room)
 			}
 			sk.o.mu.Unlock()
 		case p < 0.14:
 			sk.o.mu.Lock()
-			s.ended, s.apiRooms, s.maybeRooms = true, map[string]bool{}, map[string]bool{}
+			s.ended, s.apiRooms, s.maybeRooms, s.winRooms = true, map[string]bool{}, map[string]bool{}, map[string]bool{}
 			sk.o.mu.Unlock()
 			_, _ = sk.post(node, token, "/api/presence", `{"status":"offline","sessionId":"`+sid+`"}`)
 			sleepCtx(sk.ctx, time.Duration(2000+rng.IntN(3000))*time.Millisecond)
@@ -387,7 +585,7 @@ func (sk *soak) api(i, ui int, rng *rand.Rand) {
 		code, err := sk.post(node, token, "/api/presence", `{"status":"`+status+`","sessionId":"`+sid+`"}`)
 		sk.o.mu.Lock()
 		if err == nil && code/100 == 2 {
-			s.acked(send, time.Now(), status)
+			s.acked(sk.o, send, time.Now(), status)
 		} else if unknownOutcome(code, err) && status != s.status {
 			s.statusUnknown = true
 		}
@@ -398,17 +596,20 @@ func (sk *soak) api(i, ui int, rng *rand.Rand) {
 // acked records an API session's acknowledged heartbeat or join (sent at
 // send, answered at now; status "" keeps the session's status, online for a
 // new one).
-func (s *sess) acked(send, now time.Time, status string) {
+func (s *sess) acked(o *oracle, send, now time.Time, status string) {
 	// The store expired the session (if nothing renewed it) at the previous
 	// sign of life's apply time + ttl, somewhere in [lastSend, lastAck] +
-	// ttl, plus up to a sweep late.
-	expLo, expHi := s.lastSend.Add(soakTTL), s.lastAck.Add(soakTTL+300*time.Millisecond)
+	// ttl, plus up to a sweep late. After a failover the store's last sign
+	// of life may be an earlier one (the later ones lost with the old
+	// primary): the earliest expiry counts from the last one answered
+	// outside every loss window.
+	expLo, expHi := s.sureSend(o).Add(soakTTL), o.lateExpiry(s.lastAck.Add(soakTTL))
 	fresh := s.ended || s.lastAck.IsZero()
 	switch {
 	case fresh || send.After(expHi):
 		// Ended, or expired for sure: this starts a new session, online
 		// unless told otherwise, without the old one's rooms.
-		s.apiRooms, s.maybeRooms = map[string]bool{}, map[string]bool{}
+		s.apiRooms, s.maybeRooms, s.winRooms = map[string]bool{}, map[string]bool{}, map[string]bool{}
 		s.status = "online"
 	case now.After(expLo):
 		// Its flight overlapped the expiry instant: the rooms may or may
@@ -416,12 +617,47 @@ func (s *sess) acked(send, now time.Time, status string) {
 		for r := range s.apiRooms {
 			s.maybeRooms[r] = true
 		}
-		s.apiRooms = map[string]bool{}
+		s.apiRooms, s.winRooms = map[string]bool{}, map[string]bool{}
 	}
 	if status != "" {
-		s.status = status
+		// (A join, status "", renews the session without restating it.)
+		s.setStatus(o, now, status)
 	}
 	s.ended, s.lastAck, s.lastSend, s.statusUnknown = false, now, send, false
+	s.hist[s.nh%len(s.hist)] = ackRec{send, now}
+	s.nh++
+}
+
+// sureSend is when the last sign of life answered outside every loss
+// window was sent (zero if none is known: the session may have expired at
+// any time).
+func (s *sess) sureSend(o *oracle) time.Time {
+	for i := s.nh - 1; i >= 0 && i >= s.nh-len(s.hist); i-- {
+		if a := s.hist[i%len(s.hist)]; !o.inWindow(a.at) {
+			return a.send
+		}
+	}
+	if s.nh == 0 {
+		return s.lastSend
+	}
+	return time.Time{}
+}
+
+// setStatus records an acknowledged heartbeat's status, answered at now
+// (o.mu held).
+func (s *sess) setStatus(o *oracle, now time.Time, status string) {
+	in := o.inWindow(now)
+	if status != s.status {
+		s.statusAt = now
+	}
+	switch {
+	case !in:
+		// Applied on a primary that keeps it.
+		s.statusWin = false
+	case status != s.status:
+		s.statusWin = true
+	}
+	s.status = status
 }
 
 // unknownOutcome: a request whose answer was lost (the node died or the
@@ -442,12 +678,145 @@ type episode struct {
 	start, end time.Time
 	view       string
 	truth      string
+	why        string // the oracle's sessions of the user when it began
+}
+
+// describe is what the oracle knows of user's sessions at now, for the
+// divergences file.
+func (o *oracle) describe(user string, now time.Time, started time.Time) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	at := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f", t.Sub(started).Seconds())
+	}
+	var parts []string
+	for id, s := range o.sessions {
+		if s.user != user || (!s.alive(now) && now.Sub(s.expiry()) > 10*time.Second) {
+			continue
+		}
+		d := fmt.Sprintf("%s alive=%v status=%s ack=%s", id, s.alive(now), s.status, at(s.lastAck))
+		if s.tab {
+			d += fmt.Sprintf(" room=%s connected=%v lost=%s closed=%s closeWin=%v", s.room, s.connected, at(s.lostAt), at(s.closedAt), s.closeWin)
+		} else {
+			var rs []string
+			for r, op := range s.roomOp {
+				rs = append(rs, fmt.Sprintf("%s:in=%v@%s", r, op.in, at(op.at)))
+			}
+			sort.Strings(rs)
+			d += fmt.Sprintf(" ended=%v api=%v maybe=%v ops=%v", s.ended, keys(s.apiRooms), keys(s.maybeRooms), rs)
+		}
+		parts = append(parts, d)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "; ")
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 type fault struct {
 	at   time.Time
 	kind string
 	node int
+	// target is the Redis server (or shard) a Redis fault hit; note what
+	// came of it (a failover, its timings).
+	target, note string
+	// settled: when the fault's action was over (the node restarted or
+	// resumed, the new primary in place); recovery: from at to oracle
+	// agreement (see recovery), negative if there was none before the next
+	// fault.
+	settled  time.Time
+	recovery time.Duration
+}
+
+// soakBackend is the Redis deployment under the soak and its own faults.
+type soakBackend struct {
+	desc  string // for the report: "one Redis", …
+	url   string
+	kinds []string // its Redis faults, taken in turn after the node faults
+	// apply runs one Redis fault (in the test's goroutine) and fills f's
+	// target, note and, if its action outlasts apply, settled.
+	apply func(sk *soak, kind string, f *fault)
+}
+
+// soakBackends are the SOAK_BACKEND values.
+var soakBackends = map[string]func(t *testing.T) *soakBackend{
+	"single":   singleBackend,
+	"sentinel": sentinelBackend,
+	"cluster":  clusterBackend,
+}
+
+// singleBackend: one redis-server; the faults of the first soak.
+func singleBackend(t *testing.T) *soakBackend {
+	redis := redistest.StartWith(t, "--enable-debug-command", "local")
+	return &soakBackend{
+		desc: "one Redis", url: redis.URL,
+		kinds: []string{"client-kill-pubsub", "redis-shutdown-nosave", "debug-sleep-1"},
+		apply: func(sk *soak, kind string, f *fault) {
+			f.target = redis.Addr
+			switch kind {
+			case "client-kill-pubsub":
+				redis.Do(t, "CLIENT", "KILL", "TYPE", "pubsub")
+			case "redis-shutdown-nosave":
+				redis.Restart(t)
+				sk.o.stateLost()
+			case "debug-sleep-1":
+				redis.Do(t, "DEBUG", "SLEEP", "1")
+			}
+		},
+	}
+}
+
+// checkRec is one oracle check, for the recovery times: ok when every
+// subscriber was checked (none excused), oldest the age of the oldest
+// divergence then running.
+type checkRec struct {
+	at     time.Time
+	ok     bool
+	oldest time.Duration
+}
+
+// agreeAge: a divergence younger than this is the ordinary churn of a
+// running system (a closed tab's leave grace of 1 s plus a sweep, an event
+// in flight); the oracle "agrees" while none is older.
+const agreeAge = 2 * time.Second
+
+// recovery is the time from the fault to the first check, not before the
+// fault settled, from which the oracle agrees for agreeAge: every
+// subscriber checked, no divergence older than agreeAge. (A divergence
+// running at that check then ended within agreeAge.) -1 when that did not
+// happen before limit.
+func recovery(checks []checkRec, f fault, limit time.Time) time.Duration {
+	for i, c := range checks {
+		if c.at.Before(f.settled) {
+			continue
+		}
+		if c.at.After(limit) {
+			break
+		}
+		// Up to a check past agreeAge, so that a divergence that began at
+		// c (age 0 there) is seen older than agreeAge if it is still on.
+		good, j := true, i
+		for ; j < len(checks) && !checks[j].at.After(c.at.Add(agreeAge+checkEvery)); j++ {
+			if !checks[j].ok || checks[j].oldest > agreeAge {
+				good = false
+				break
+			}
+		}
+		if good && j < len(checks) {
+			return c.at.Sub(f.at)
+		}
+	}
+	return -1
 }
 
 func TestSoak(t *testing.T) {
@@ -459,13 +828,21 @@ func TestSoak(t *testing.T) {
 		}
 		dur = d
 	}
-	redis := redistest.StartWith(t, "--enable-debug-command", "local")
+	backendName := os.Getenv("SOAK_BACKEND")
+	if backendName == "" {
+		backendName = "single"
+	}
+	newBackend, ok := soakBackends[backendName]
+	if !ok {
+		t.Fatalf("SOAK_BACKEND=%q: not one of single, sentinel, cluster", backendName)
+	}
+	backend := newBackend(t)
 	secret := Secret()
 	sk := &soak{t: t, o: &oracle{sessions: map[string]*sess{}},
 		hc: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}}
 	for i := range 3 {
 		sk.nodes = append(sk.nodes, Start(t, fmt.Sprintf("n%d", i), Options{
-			RedisURL: redis.URL, Secret: secret, TTL: soakTTL, Heartbeat: soakHeartbeat, LeaveGrace: soakGrace,
+			RedisURL: backend.url, Secret: secret, TTL: soakTTL, Heartbeat: soakHeartbeat, LeaveGrace: soakGrace,
 		}))
 	}
 	sk.frozen = make([]atomic.Bool, len(sk.nodes))
@@ -522,6 +899,7 @@ func TestSoak(t *testing.T) {
 		long     []episode
 		longest  episode
 		checks   atomic.Int64
+		recs     []checkRec
 		episodes int   // divergences of any length
 		unknown  int64 // membership checks skipped as not known
 		excusedN int64 // subscriber checks skipped (frozen, just resumed, reconnecting)
@@ -556,6 +934,7 @@ func TestSoak(t *testing.T) {
 			status, members := sk.o.truth(now, sk.rooms)
 			checks.Add(1)
 			emu.Lock()
+			allChecked := true
 			for _, w := range watchers {
 				// A subscriber is excused while its node is frozen (it
 				// cannot send anything), for a second after its node
@@ -567,6 +946,7 @@ func TestSoak(t *testing.T) {
 				seen := map[string]bool{}
 				if excused {
 					excusedN++
+					allChecked = false
 				}
 				if !excused {
 					users := w.c.Users()
@@ -590,7 +970,8 @@ func TestSoak(t *testing.T) {
 						seen[k] = true
 						if view != truth {
 							if ep := open[k]; ep == nil {
-								open[k] = &episode{sub: w.name, key: "status:" + u, start: now, view: view, truth: truth}
+								open[k] = &episode{sub: w.name, key: "status:" + u, start: now, view: view, truth: truth,
+									why: sk.o.describe(u, now, sk.started)}
 							}
 						} else if ep := open[k]; ep != nil {
 							closeEp(k, ep, now)
@@ -617,6 +998,7 @@ func TestSoak(t *testing.T) {
 							if in[u] != (truth == 1) {
 								if ep := open[k]; ep == nil {
 									open[k] = &episode{sub: w.name, key: "member:" + r + ":" + u, start: now,
+										why:  sk.o.describe(u, now, sk.started),
 										view: fmt.Sprint(in[u]), truth: fmt.Sprint(truth == 1)}
 								}
 							} else if ep := open[k]; ep != nil {
@@ -632,12 +1014,18 @@ func TestSoak(t *testing.T) {
 					}
 				}
 			}
+			var oldest time.Duration
+			for _, ep := range open {
+				oldest = max(oldest, now.Sub(ep.start))
+			}
+			recs = append(recs, checkRec{at: now, ok: allChecked, oldest: oldest})
 			emu.Unlock()
 		}
 	}()
 
-	// The faults, one every 15 s, in turn.
-	kinds := []string{"kill9+restart", "sigstop/sigcont", "client-kill-pubsub", "redis-shutdown-nosave", "debug-sleep-1"}
+	// The faults, one every 15 s, in turn: the node faults, then the
+	// backend's own.
+	kinds := append([]string{"kill9+restart", "sigstop/sigcont"}, backend.kinds...)
 	var faults []fault
 	frng := rand.New(rand.NewPCG(42, 3))
 	deadline := sk.started.Add(dur)
@@ -665,16 +1053,15 @@ func TestSoak(t *testing.T) {
 			sk.nodes[n].Cont()
 			sk.thawed[n].Store(time.Now().UnixNano())
 			sk.frozen[n].Store(false)
-		case "client-kill-pubsub":
-			redis.Do(t, "CLIENT", "KILL", "TYPE", "pubsub")
-		case "redis-shutdown-nosave":
-			redis.Restart(t)
-			sk.o.stateLost()
-		case "debug-sleep-1":
-			redis.Do(t, "DEBUG", "SLEEP", "1")
+		default:
+			backend.apply(sk, kind, &f)
+		}
+		if f.settled.IsZero() {
+			f.settled = time.Now()
 		}
 		faults = append(faults, f)
-		t.Logf("%6.1fs fault %s node %d", time.Since(sk.started).Seconds(), kind, f.node)
+		t.Logf("%6.1fs fault %s node %d %s %s (settled +%.1fs)", f.at.Sub(sk.started).Seconds(), kind, f.node, f.target, f.note,
+			f.settled.Sub(f.at).Seconds())
 	}
 	time.Sleep(time.Until(deadline))
 	// Close the running divergences at the end (a divergence still open
@@ -692,8 +1079,9 @@ func TestSoak(t *testing.T) {
 	// The report.
 	var b strings.Builder
 	elapsed := end.Sub(sk.started)
-	fmt.Fprintf(&b, "soak: %v, 3 nodes on one Redis, %d tabs + %d API clients over %d users and %d rooms, %d watch-only subscribers\n",
-		elapsed.Round(time.Second), soakTabs, soakAPI, soakUsers, soakRooms, len(watchers))
+	fmt.Fprintf(&b, "soak (SOAK_BACKEND=%s): %v, 3 nodes on %s, %d tabs + %d API clients over %d users and %d rooms, %d watch-only subscribers\n",
+		backendName, elapsed.Round(time.Second), backend.desc, soakTabs, soakAPI, soakUsers, soakRooms, len(watchers))
+	fmt.Fprintf(&b, "started %s (fault and divergence times below are seconds from then)\n", sk.started.UTC().Format("15:04:05.000"))
 	fmt.Fprintf(&b, "timings: --ttl %v --heartbeat %v --leave-grace %v; divergence threshold ttl + 1 s = %v\n", soakTTL, soakHeartbeat, soakGrace, soakThreshold)
 	fmt.Fprintf(&b, "operations: %d (%d refused or failed, mostly during faults), %.0f/s; oracle checks: %d (every %v, %d keys per subscriber)\n",
 		sk.o.ops.Load(), sk.o.failed.Load(), float64(sk.o.ops.Load())/elapsed.Seconds(), checks.Load(), checkEvery, soakUsers*(1+soakRooms))
@@ -706,6 +1094,49 @@ func TestSoak(t *testing.T) {
 		fmt.Fprintf(&b, " %s %d,", k, byKind[k])
 	}
 	b.WriteString("\n")
+	// Recovery: from each fault to oracle agreement (see recovery).
+	for i := range faults {
+		limit := end
+		if i+1 < len(faults) {
+			limit = faults[i+1].at
+		}
+		faults[i].recovery = recovery(recs, faults[i], limit)
+	}
+	fmt.Fprintf(&b, "recovery (fault to oracle agreement: every subscriber checked and no divergence older than %v for %v), by kind: median / max, not recovered before the next fault:\n",
+		agreeAge, agreeAge)
+	for _, k := range kinds {
+		var ds []time.Duration
+		none := 0
+		for _, f := range faults {
+			if f.kind != k {
+				continue
+			}
+			if f.recovery < 0 {
+				none++
+				continue
+			}
+			ds = append(ds, f.recovery)
+		}
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		med, mx := "-", "-"
+		if len(ds) > 0 {
+			med, mx = fmt.Sprintf("%.1fs", ds[len(ds)/2].Seconds()), fmt.Sprintf("%.1fs", ds[len(ds)-1].Seconds())
+		}
+		fmt.Fprintf(&b, "  %-24s %2d faults: %s / %s, %d not recovered\n", k, byKind[k], med, mx, none)
+	}
+	b.WriteString("faults (at, kind, target, settled after, recovered after, what came of it):\n")
+	for _, f := range faults {
+		target := f.target
+		if f.node >= 0 {
+			target = fmt.Sprintf("node n%d", f.node)
+		}
+		rec := "not before the next fault"
+		if f.recovery >= 0 {
+			rec = fmt.Sprintf("%.1fs", f.recovery.Seconds())
+		}
+		fmt.Fprintf(&b, "  %6.1fs %-24s %-22s settled +%.1fs, recovered %s %s\n", f.at.Sub(sk.started).Seconds(), f.kind, target,
+			f.settled.Sub(f.at).Seconds(), rec, f.note)
+	}
 	cause := func(ep episode) string {
 		var last *fault
 		for i := range faults {
@@ -716,7 +1147,12 @@ func TestSoak(t *testing.T) {
 		if last == nil || ep.start.Sub(last.at) > faultEvery {
 			return "no fault before it"
 		}
-		return fmt.Sprintf("%.1fs after %s (node %d)", ep.start.Sub(last.at).Seconds(), last.kind, last.node)
+		if last.node < 0 {
+			return fmt.Sprintf("%.1fs after %s at %.1fs (%s %s)", ep.start.Sub(last.at).Seconds(), last.kind,
+				last.at.Sub(sk.started).Seconds(), last.target, last.note)
+		}
+		return fmt.Sprintf("%.1fs after %s at %.1fs (node %d)", ep.start.Sub(last.at).Seconds(), last.kind,
+			last.at.Sub(sk.started).Seconds(), last.node)
 	}
 	fmt.Fprintf(&b, "divergences of any length: %d; subscriber checks excused (frozen, just resumed, reconnecting): %d of %d; checks not known (skipped): %d\n",
 		episodes, excusedN, checks.Load()*int64(len(watchers)), unknown)
@@ -739,6 +1175,19 @@ func TestSoak(t *testing.T) {
 	out := filepath.Join("..", "..", "bin", "soak")
 	if err := os.MkdirAll(out, 0o755); err == nil {
 		_ = os.WriteFile(filepath.Join(out, "report.txt"), []byte(b.String()), 0o644)
+		_ = os.WriteFile(filepath.Join(out, "report-"+backendName+".txt"), []byte(b.String()), 0o644)
+		// Every divergence past the threshold, in the order they began,
+		// and each node's log (its current process), for the analysis.
+		var all strings.Builder
+		sort.Slice(long, func(i, j int) bool { return long[i].start.Before(long[j].start) })
+		for _, ep := range long {
+			fmt.Fprintf(&all, "%.1fs +%v %s %s: view %s, truth %s (%s)\n    oracle then: %s\n", ep.start.Sub(sk.started).Seconds(),
+				ep.end.Sub(ep.start).Round(100*time.Millisecond), ep.sub, ep.key, ep.view, ep.truth, cause(ep), ep.why)
+		}
+		_ = os.WriteFile(filepath.Join(out, "divergences-"+backendName+".txt"), []byte(all.String()), 0o644)
+		for i, n := range sk.nodes {
+			_ = os.WriteFile(filepath.Join(out, fmt.Sprintf("%s-n%d.log", backendName, i)), []byte(n.Log()), 0o644)
+		}
 	}
 	if len(long) > 0 {
 		t.Errorf("%d divergences lasted longer than %v", len(long), soakThreshold)

@@ -33,6 +33,23 @@ type Sentinel struct {
 // Without redis-sentinel on PATH the test is skipped, except under CI=true.
 func StartSentinel(t testing.TB) *Sentinel {
 	t.Helper()
+	return StartSentinelWith(t)
+}
+
+// StartSentinelWith is StartSentinel with extra redis-server arguments for
+// the primary and the replica (the soak's "--enable-debug-command local"
+// for DEBUG SLEEP).
+func StartSentinelWith(t testing.TB, extra ...string) *Sentinel {
+	t.Helper()
+	return StartSentinelArgs(t, extra, extra)
+}
+
+// StartSentinelArgs is StartSentinel with extra redis-server arguments for
+// the primary and for the replica, apart: for example a primary that the
+// sentinels cannot demote after a failover (REPLICAOF renamed away), like
+// an old primary on the far side of a partition.
+func StartSentinelArgs(t testing.TB, primaryExtra, replicaExtra []string) *Sentinel {
+	t.Helper()
 	bin, err := exec.LookPath("redis-sentinel")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -44,9 +61,9 @@ func StartSentinel(t testing.TB) *Sentinel {
 	// replicas), on both: after a failover the old primary syncs from the
 	// new one.
 	nodelay := []string{"--repl-diskless-sync-delay", "0"}
-	primary := StartWith(t, nodelay...)
+	primary := StartWith(t, append(append([]string{}, nodelay...), primaryExtra...)...)
 	_, port, _ := strings.Cut(primary.Addr, ":")
-	replica := StartWith(t, append(nodelay, "--replicaof", "127.0.0.1", port)...)
+	replica := StartWith(t, append(append(append([]string{}, nodelay...), replicaExtra...), "--replicaof", "127.0.0.1", port)...)
 	d := &Sentinel{Primary: primary, Replica: replica}
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(replica.DoAll(t, "ROLE"), ":connected:") {
