@@ -505,7 +505,8 @@ type hbOp struct {
 
 // heartbeats runs ops in pipelined round trips, each shared by all ops:
 //  1. each op's fast user refresh (user_refresh.lua) and, with a room, its
-//     fast membership refresh (room_refresh.lua). Most calls end here;
+//     fast membership refresh (room_refresh.lua), grouped per partition
+//     (refreshes). Most calls end here;
 //  2. the full user heartbeat where the fast one could not apply; the
 //     refresh of the session's API-joined rooms; the user's status where a
 //     membership may have to be made;
