@@ -55,6 +55,15 @@ func TestClusterPartitionsSpread(t *testing.T) {
 	if len(per) != 3 {
 		t.Errorf("partitions on %d primaries, want 3: %v", len(per), per)
 	}
+	// --redis-url picks the backend by its scheme (cmd/presenced's OpenRedis).
+	st, err := OpenRedis(context.Background(), c.URL(), Options{KeyPrefix: redistest.Prefix(t)}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("OpenRedis(%s): %v", c.URL(), err)
+	}
+	if _, ok := st.(*ClusterStore); !ok {
+		t.Errorf("OpenRedis(%s) = %T, want *ClusterStore", c.URL(), st)
+	}
+	_ = st.Close()
 	// Users and rooms spread over the partitions too.
 	hits := make([]int, len(parts))
 	for i := range 1600 {
