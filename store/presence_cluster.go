@@ -69,6 +69,14 @@ type ClusterStore struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 	errs   *redisErrors
+
+	// The scripts as a FUNCTION library (cluster_functions.go): its source,
+	// each script's function name, and whether it is in use.
+	bodies    []clusterScript
+	fnOf      map[*redis.Script]string
+	library   string
+	functions atomic.Bool
+	loading   sync.Mutex // one background reload at a time
 }
 
 var _ Store = (*ClusterStore)(nil)
@@ -106,8 +114,6 @@ type clusterScripts struct {
 	barrier, typingRead                                       *redis.Script
 }
 
-func withClusterLib(body string) *redis.Script { return redis.NewScript(luaCLib + "\n" + body) }
-
 // ClusterScheme is the --redis-url scheme of a Redis Cluster (rediss+cluster
 // for TLS): the seeds are the URL's host and each addr parameter, the rest
 // is go-redis's cluster URL (user, password, timeouts):
@@ -131,6 +137,10 @@ func parseClusterURL(u string) (*redis.ClusterOptions, error) {
 	}
 	return redis.ParseClusterURL(u)
 }
+
+// clusterEvalOnly makes NewCluster skip the FUNCTION library (tests run
+// the EVALSHA path on a server that has FUNCTION).
+var clusterEvalOnly atomic.Bool
 
 // OpenRedis opens the Redis backend a --redis-url names: a ClusterStore for
 // redis+cluster:// (rediss+cluster://), else a RedisStore (redis://,
@@ -183,20 +193,22 @@ func NewCluster(ctx context.Context, redisURL string, opts Options, log *slog.Lo
 		runIDs:     make(map[string]string),
 		epochs:     make([]string, ClusterPartitions),
 	}
+	s.fnOf = map[*redis.Script]string{}
 	s.scripts = clusterScripts{
-		userRefresh:   redis.NewScript(luaCUserRefresh),
-		userHeartbeat: withClusterLib(luaCUserHeartbeat),
-		userEnd:       withClusterLib(luaCUserEnd),
-		userLeave:     redis.NewScript(luaCUserLeave),
-		roomRefresh:   redis.NewScript(luaCRoomRefresh),
-		roomJoin:      withClusterLib(luaCRoomJoin),
-		roomLeave:     withClusterLib(luaCRoomLeave),
-		roomDetach:    redis.NewScript(luaCRoomDetach),
-		typing:        withClusterLib(luaCTyping),
-		due:           redis.NewScript(luaCDue),
-		barrier:       withClusterLib(luaCBarrier),
-		typingRead:    redis.NewScript(luaTypingRead),
+		userRefresh:   s.newClusterScript("user_refresh", luaCUserRefresh, false),
+		userHeartbeat: s.newClusterScript("user_heartbeat", luaCUserHeartbeat, true),
+		userEnd:       s.newClusterScript("user_end", luaCUserEnd, true),
+		userLeave:     s.newClusterScript("user_leave", luaCUserLeave, false),
+		roomRefresh:   s.newClusterScript("room_refresh", luaCRoomRefresh, false),
+		roomJoin:      s.newClusterScript("room_join", luaCRoomJoin, true),
+		roomLeave:     s.newClusterScript("room_leave", luaCRoomLeave, true),
+		roomDetach:    s.newClusterScript("room_detach", luaCRoomDetach, false),
+		typing:        s.newClusterScript("typing", luaCTyping, true),
+		due:           s.newClusterScript("due", luaCDue, false),
+		barrier:       s.newClusterScript("barrier", luaCBarrier, true),
+		typingRead:    s.newClusterScript("typing_read", luaTypingRead, false),
 	}
+	s.buildLibrary()
 	s.errs = newRedisErrors()
 	s.client.AddHook(s.errs)
 	fail := func(what string, err error) (*ClusterStore, error) {
@@ -209,6 +221,13 @@ func NewCluster(ctx context.Context, redisURL string, opts Options, log *slog.Lo
 		return fail("ping", err)
 	}
 	s.enableExpiryEvents(ctx)
+	if clusterEvalOnly.Load() {
+		s.log.Debug("presence: cluster scripts as EVALSHA (test)")
+	} else if err := s.loadFunctions(ctx); err != nil {
+		s.log.Warn("presence: the cluster refused FUNCTION LOAD; running the scripts with EVALSHA", "error", err)
+	} else {
+		s.functions.Store(true)
+	}
 	if _, err := s.checkState(ctx); err != nil {
 		return fail("state check", err)
 	}
@@ -278,7 +297,7 @@ func (s *ClusterStore) exec(ctx context.Context, calls []*call, more func(redis.
 		more(pipe)
 	}
 	for _, c := range calls {
-		c.cmd = c.sc.EvalSha(ctx, pipe, c.keys, c.args...)
+		c.cmd = s.evalOn(ctx, pipe, c)
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command
 	var again []*call
@@ -286,8 +305,9 @@ func (s *ClusterStore) exec(ctx context.Context, calls []*call, more func(redis.
 		err := c.cmd.Err()
 		switch {
 		case err == nil, errors.Is(err, redis.Nil):
-		case redis.HasErrorPrefix(err, "NOSCRIPT"):
+		case isScriptMissing(err):
 			again = append(again, c)
+			s.reloadFunctions()
 		case !isReply(err):
 			s.reloadSlots() // a connection error: the primary may have failed over
 		case redis.HasErrorPrefix(err, "CLUSTERDOWN"), redis.HasErrorPrefix(err, "MOVED"):

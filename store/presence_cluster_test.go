@@ -34,6 +34,47 @@ func TestClusterConformance(t *testing.T) {
 	runConformance(t, func(t *testing.T, opts Options) Store { return openCluster(t, c, opts) })
 }
 
+// The same on the EVALSHA path (a cluster whose FUNCTION LOAD is refused).
+func TestClusterConformanceEvalsha(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterConfig{})
+	clusterEvalOnly.Store(true)
+	t.Cleanup(func() { clusterEvalOnly.Store(false) }) // after the parallel subtests
+	runConformance(t, func(t *testing.T, opts Options) Store {
+		s := openCluster(t, c, opts)
+		if s.functions.Load() {
+			t.Fatal("the FUNCTION library is in use")
+		}
+		return s
+	})
+}
+
+// A primary that loses the library (FUNCTION FLUSH: as after a restart
+// without persistence) is served at once with the scripts' bodies and gets
+// the library again.
+func TestClusterFunctionsFlushed(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterConfig{})
+	s := openCluster(t, c, stable())
+	if !s.functions.Load() {
+		t.Fatal("the FUNCTION library is not in use on Redis 7")
+	}
+	sub := mustSubscribe(t, s)
+	ctx := context.Background()
+	for _, m := range c.Primaries(t) {
+		c.DoOn(t, m, "FUNCTION", "FLUSH")
+	}
+	must(t, s.Join(ctx, "room", hbeat(alice, sid1, "")))
+	expectStatus(t, sub, eventTimeout, "alice", StatusOffline, StatusOnline)
+	expectJoin(t, sub, "room", "alice", StatusOnline)
+	eventually(t, eventTimeout, "the library loaded again on every primary", func() bool {
+		for _, m := range c.Primaries(t) {
+			if !strings.Contains(c.DoOn(t, m, "FUNCTION", "LIST"), "presenced_cluster_") {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // The partitions' slots are spread over the shards: with 3 primaries of
 // equal slot ranges each holds its share within ±20 %.
 func TestClusterPartitionsSpread(t *testing.T) {

@@ -40,13 +40,17 @@
 -- rooms by follow-up calls from the node that made it; if that node dies in
 -- between, the memberships end at their own deadlines.
 
-local CHANNEL = ARGV[1]
-local RETENTION = tonumber(ARGV[2])
-local LOGMAX = tonumber(ARGV[3])
-local LOG = KEYS[1]
+-- The per-call values, set by begin(KEYS, ARGV): the first statement of
+-- every script that uses the library (presence_cluster.go puts it there).
+-- On Redis 7 the library is the top level of a FUNCTION library, run once
+-- at FUNCTION LOAD, not once per call (cluster_functions.go).
+local CHANNEL, RETENTION, LOGMAX, LOG, t, NOW
 
-local t = redis.call('TIME')
-local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function begin(keys, argv)
+  CHANNEL, RETENTION, LOGMAX, LOG = argv[1], tonumber(argv[2]), tonumber(argv[3]), keys[1]
+  t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 
 local RANK = { busy = 3, online = 2, away = 1 }
 local BY_RANK = { [0] = 'offline', [1] = 'away', [2] = 'online', [3] = 'busy' }
