@@ -84,7 +84,7 @@ func longTTL(o *store.Options) { o.TTL = time.Minute }
 
 // forEachBackend runs f on the memory backend and, when redis-server is
 // installed (always under CI=true, where redistest fails instead of
-// skipping), on Redis.
+// skipping), on one Redis and on a 3-primary Redis Cluster.
 func forEachBackend(t *testing.T, f func(t *testing.T, b backend), mutate ...func(*store.Options)) {
 	options := func() store.Options {
 		o := storeOptions()
@@ -113,6 +113,20 @@ func forEachBackend(t *testing.T, f func(t *testing.T, b backend), mutate ...fun
 			st, err := store.NewRedis(context.Background(), srv.URL, opts, testLogger(t))
 			if err != nil {
 				t.Fatalf("NewRedis: %v", err)
+			}
+			t.Cleanup(func() { _ = st.Close() })
+			return st
+		}})
+	})
+	t.Run("cluster", func(t *testing.T) {
+		c := redistest.StartCluster(t, redistest.ClusterConfig{})
+		prefix := redistest.Prefix(t)
+		f(t, backend{name: "cluster", newStore: func(t *testing.T) store.Store {
+			opts := options()
+			opts.KeyPrefix = prefix
+			st, err := store.NewCluster(context.Background(), c.URL(), opts, testLogger(t))
+			if err != nil {
+				t.Fatalf("NewCluster: %v", err)
 			}
 			t.Cleanup(func() { _ = st.Close() })
 			return st

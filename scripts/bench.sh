@@ -24,7 +24,10 @@ echo "== machine: $($PB machine)"
 echo "== open files: soft $(ulimit -n), hard $(ulimit -Hn); $(uptime)"
 
 echo "== Go benchmarks of the store"
-$GO test -run '^$' -bench . -skip 'ExpirySweep' -benchmem -benchtime 2s ./store/... | tee "$OUT/go-bench.txt"
+$GO test -run '^$' -bench . -skip 'ExpirySweep|ClusterCost' -benchmem -benchtime 2s ./store/... | tee "$OUT/go-bench.txt"
+# Redis CPU per operation, one redis-server vs a 3-primary cluster (about 45 s;
+# BENCHMARKS.md "Redis Cluster (3 shards)" uses 5000x).
+$GO test -run '^$' -bench 'ClusterCost' -benchtime 2000x ./store/ | tee -a "$OUT/go-bench.txt"
 $GO test -run '^$' -bench 'ExpirySweep' -benchtime 1x ./store/ | tee -a "$OUT/go-bench.txt"
 
 backends=(memory)
@@ -52,6 +55,8 @@ if [[ " ${backends[*]} " == *" redis "* ]]; then
   echo "== redis: fan-out across two nodes"
   $PB fanout   --backend redis --nodes 2 --n 100,1000 --changes 10 "${COMMON[@]}"
 fi
+echo "== heartbeat throughput of a bare net/http server (no store): this box's ceiling for the request"
+$PB heartbeat --server bare --conc 64 --duration 5s --warmup 2s "${COMMON[@]}"
 echo "== the seed's polling design vs SSE push (intervals scaled by 0.05)"
 $PB poll --backend memory --scale 0.05 --watchers 50 "${COMMON[@]}"
 

@@ -330,41 +330,26 @@ func (s *ClusterStore) parseTTLKey(key string) (string, string, bool) {
 	return uid, sid, true
 }
 
-// reapExpired reaps the sessions whose TTL key a primary just expired.
+// reapExpired reaps the sessions whose TTL key a primary just expired,
+// in batches of whatever has queued up.
 func (s *ClusterStore) reapExpired(ctx context.Context) {
 	defer s.wg.Done()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case r := <-s.reaps:
-			if err := s.endSession(ctx, r[0], r[1], "reap"); err != nil && ctx.Err() == nil {
-				s.log.Debug("presence: reaping an expired session failed; the sweeper will retry", "error", err)
-			}
+	reapLoop(ctx, s.reaps, func(batch [][2]string) {
+		if _, err := s.endSessions(ctx, batch, "reap"); err != nil && ctx.Err() == nil {
+			s.log.Debug("presence: reaping expired sessions failed; the sweeper will retry", "error", err)
 		}
-	}
+	})
 }
 
 // stateCheckInterval is how often the node asks the cluster whether it
 // still holds the state the node knew (as RedisStore's).
 func (s *ClusterStore) stateCheckInterval() time.Duration {
-	return min(max(10*s.opts.SweepInterval, 100*time.Millisecond), time.Second)
+	return stateCheckEvery(s.opts.SweepInterval)
 }
 
 func (s *ClusterStore) watchState(ctx context.Context) {
 	defer s.wg.Done()
-	t := time.NewTicker(s.stateCheckInterval())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if _, err := s.checkState(ctx); err != nil && ctx.Err() == nil {
-			s.log.Debug("presence: Redis Cluster state check failed", "error", err)
-		}
-	}
+	watchStateLoop(ctx, s.stateCheckInterval(), s.checkState, s.log)
 }
 
 // checkState compares every partition's epoch token, and the run_id of

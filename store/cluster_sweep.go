@@ -1,7 +1,10 @@
 package store
 
 import (
+	"cmp"
 	"context"
+	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,7 +52,10 @@ func (s *ClusterStore) sweepOnce(ctx context.Context) (bool, error) {
 	}
 	s.exec(ctx, lists, nil)
 	full := false
-	type member struct{ room, uid, sid string }
+	type member struct {
+		room, uid, sid string
+		deadline       int64
+	}
 	var sessions [][2]string
 	var memberships []member
 	var typing []*call
@@ -57,24 +63,23 @@ func (s *ClusterStore) sweepOnce(ctx context.Context) (bool, error) {
 	for _, l := range lists {
 		res, err := l.cmd.Slice()
 		if err != nil || len(res) < 3 {
-			if firstErr == nil {
-				firstErr = err
-			}
+			firstErr = cmp.Or(firstErr, err)
 			continue
 		}
 		for k, list := range res[:3] {
 			entries, _ := list.([]any)
-			if len(entries) >= sweepLimit {
+			if k == 1 && len(entries) >= 2*sweepLimit || k != 1 && len(entries) >= sweepLimit {
 				full = true
 			}
-			for _, e := range entries {
+			for j, e := range entries {
 				str, _ := e.(string)
 				f := strings.Split(str, " ")
 				switch {
 				case k == 0 && len(f) == 2:
 					sessions = append(sessions, [2]string{f[0], f[1]})
-				case k == 1 && len(f) == 3:
-					memberships = append(memberships, member{f[0], f[1], f[2]})
+				case k == 1 && j%2 == 0 && len(f) == 3 && j+1 < len(entries):
+					dl, _ := strconv.ParseInt(fmt.Sprint(entries[j+1]), 10, 64)
+					memberships = append(memberships, member{f[0], f[1], f[2], dl})
 				case k == 2 && len(f) == 2:
 					typing = append(typing, s.typingCall(f[0], f[1], "", "reap"))
 				}
@@ -82,14 +87,46 @@ func (s *ClusterStore) sweepOnce(ctx context.Context) (bool, error) {
 		}
 	}
 	s.exec(ctx, typing, nil)
-	for _, sess := range sessions {
-		if err := s.endSession(ctx, sess[0], sess[1], "reap"); err != nil && firstErr == nil {
-			firstErr = err
+	if len(memberships) > 0 {
+		// A membership due no earlier than its session is the session's
+		// to end: the session is reaped first (it leaves its rooms as
+		// offline), not the membership alone, which would show the user
+		// leaving while still online. Shards sweep at slightly different
+		// moments, so the session may not be in this batch yet.
+		pipe := s.client.Pipeline()
+		scores := make([]*redis.FloatCmd, len(memberships))
+		for i, m := range memberships {
+			scores[i] = pipe.ZScore(ctx, partOf(s.parts, m.uid).key("deadlines"), m.uid+" "+m.sid)
+		}
+		_, _ = pipe.Exec(ctx)
+		seen := map[[2]string]bool{}
+		for _, us := range sessions {
+			seen[us] = true
+		}
+		for i, m := range memberships {
+			if d, err := scores[i].Result(); err == nil && int64(d) <= m.deadline && !seen[[2]string{m.uid, m.sid}] {
+				seen[[2]string{m.uid, m.sid}] = true
+				sessions = append(sessions, [2]string{m.uid, m.sid})
+			}
 		}
 	}
+	if len(sessions) > 0 {
+		ended, err := s.endSessions(ctx, sessions, "reap")
+		firstErr = cmp.Or(firstErr, err)
+		// A session ended just now has left its rooms: its memberships need
+		// no reap of their own. One whose leave failed is still indexed
+		// and due: this or the next sweep reaps it.
+		kept := memberships[:0]
+		for _, m := range memberships {
+			if !ended[[2]string{m.uid, m.sid}] {
+				kept = append(kept, m)
+			}
+		}
+		memberships = kept
+	}
 	if len(memberships) > 0 {
-		// A membership's leave event says the user's status: read it first
-		// (a user whose session ended at the same deadline is offline).
+		// A membership's leave event says the user's status: read it now
+		// (after the sessions above ended).
 		pipe := s.client.Pipeline()
 		reads := make([]*redis.SliceCmd, len(memberships))
 		for i, m := range memberships {
@@ -106,7 +143,7 @@ func (s *ClusterStore) sweepOnce(ctx context.Context) (bool, error) {
 				}
 				name, avatar = str(v[1]), str(v[2])
 			}
-			leaves[i] = s.roomLeaveCall(m.room, m.uid, m.sid, "reap", st, name, avatar, 0)
+			leaves[i] = s.roomLeaveCall(m.room, m.uid, m.sid, "reap", st, name, avatar, 0, "")
 		}
 		s.exec(ctx, leaves, nil)
 		// A held membership that ended leaves the session's record too (an

@@ -3,9 +3,12 @@ package store
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,12 +18,20 @@ import (
 // BenchmarkRedisCost measures the Redis CPU of the store's hot operations
 // on one redis-server (issue 13): the server's used_cpu_user+sys delta and
 // the sum of INFO commandstats usec, both per operation, plus the commands
-// Redis ran per operation. BENCHMARKS.md ("Redis cost per operation") has
-// the figures and the command:
+// Redis ran per operation. BENCHMARKS.md ("Redis cost per operation", "Redis
+// cost pass 2") has the figures and the commands:
 //
 //	go test ./store/ -run '^$' -bench BenchmarkRedisCost -benchtime 20000x
+//
+// REDIS_COST_EVALSHA=1 runs it on a server that refuses FUNCTION, so that
+// the scripts run as EVALSHA (as on Redis 6.2).
 func BenchmarkRedisCost(b *testing.B) {
-	srv := redistest.Start(b)
+	var srv *redistest.Server
+	if os.Getenv("REDIS_COST_EVALSHA") == "1" {
+		srv = redistest.StartWith(b, "--rename-command", "FUNCTION", "")
+	} else {
+		srv = redistest.Start(b)
+	}
 	opts := Options{TTL: time.Hour, SweepInterval: time.Hour, KeyPrefix: redistest.Prefix(b)}
 	s := openRedis(b, srv, opts)
 	ctx := context.Background()
@@ -40,6 +51,31 @@ func BenchmarkRedisCost(b *testing.B) {
 		}
 		c.report(b)
 	})
+	b.Run("heartbeat-refresh-c64", func(b *testing.B) {
+		// The same from 64 concurrent callers, as a node under HTTP load
+		// calls it: the node's coalescer sends them together.
+		c := startCost(b, srv)
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		b.ResetTimer()
+		for range 64 {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= b.N {
+						return
+					}
+					u := Profile{ID: fmt.Sprintf("user%04d", i%users), Name: fmt.Sprintf("User %d", i%users)}
+					if err := s.Heartbeat(ctx, Heartbeat{User: u, SessionID: "sess-0002"}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		c.report(b)
+	})
 	b.Run("stream-refresh-100", func(b *testing.B) {
 		// A node's keeper refreshing 100 held (session, room) pairs in one
 		// RefreshStreams call (one refresh_many.lua call); op = one item.
@@ -51,6 +87,33 @@ func BenchmarkRedisCost(b *testing.B) {
 			items[i%100] = StreamRefresh{User: u, SessionID: "sess-0001", Room: fmt.Sprintf("room-%02d", i%users%50), Hold: time.Hour}
 			if i%100 == 99 {
 				mustRefresh(b, s, items...)
+			}
+			i++
+		}
+		c.report(b)
+	})
+	b.Run("join-new-session", func(b *testing.B) {
+		// stream-connect's Join alone (rooms of 0 to 19 members).
+		c := startCost(b, srv)
+		i := 0
+		for b.Loop() {
+			u := Profile{ID: fmt.Sprintf("join%07d", i), Name: fmt.Sprintf("Join %d", i)}
+			must(b, s.Join(ctx, fmt.Sprintf("j%d-%02d", i/1000, i%50), Heartbeat{User: u, SessionID: "sess-0001", Hold: time.Hour}))
+			i++
+		}
+		c.report(b)
+	})
+	b.Run("members-typing-10", func(b *testing.B) {
+		// stream-connect's snapshot reads alone, of rooms of 20 members.
+		c := startCost(b, srv)
+		i := 0
+		for b.Loop() {
+			room := fmt.Sprintf("room-%02d", i%50)
+			if _, err := s.Members(ctx, room); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := s.Typing(ctx, room); err != nil {
+				b.Fatal(err)
 			}
 			i++
 		}
@@ -117,7 +180,7 @@ func readCostUsec(b *testing.B, srv *redistest.Server) (cpu, usec float64, calls
 				calls[cmd] = num(v)
 			case "usec":
 				cmdUsec[cmd] = num(v)
-				if cmd != "evalsha" && cmd != "eval" {
+				if cmd != "evalsha" && cmd != "eval" && cmd != "fcall" {
 					continue // counted inside the script's usec
 				}
 				usec += num(v)

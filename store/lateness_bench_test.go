@@ -63,11 +63,17 @@ func BenchmarkExpirySweep(b *testing.B) {
 	})
 }
 
+// latenessOpts is the store options of a lateness case of n sessions: a
+// ttl longer than creating them takes on this box, a feed buffer that holds
+// every event of the case.
+func latenessOpts(n int, sweep time.Duration) Options {
+	ttl := 2*time.Second + time.Duration(n/5000)*time.Second
+	return Options{TTL: ttl, TypingTTL: time.Second, LastSeenRetention: time.Hour, SweepInterval: sweep, FeedBuffer: 4*n + 1024}
+}
+
 func benchSweepCase(b *testing.B, srv *redistest.Server, n, other int, sweep time.Duration) {
 	b.StopTimer()
-	ctx := context.Background()
-	ttl := 2*time.Second + time.Duration(n/5000)*time.Second
-	opts := Options{TTL: ttl, TypingTTL: time.Second, LastSeenRetention: time.Hour, SweepInterval: sweep, FeedBuffer: 4*n + 1024}
+	opts := latenessOpts(n, sweep)
 	var s Store
 	if srv == nil {
 		m := NewMemory(opts)
@@ -80,12 +86,23 @@ func benchSweepCase(b *testing.B, srv *redistest.Server, n, other int, sweep tim
 		s = openRedis(b, srv, opts)
 		waitReady(b, s)
 	}
+	benchLateness(b, s, n, 8, opts.TTL, nil)
+}
+
+// benchLateness creates n sessions on s (workers goroutines, one Join each, spread
+// over 100 rooms), then reports how late past its deadline each one's
+// offline event arrives on s's feed. The timer runs from the end of the
+// creation to the last event (or the bounded wait). With nodes (the Redis
+// servers under s), it also reports their CPU per offline event over that
+// phase and logs the commands they ran per offline event.
+func benchLateness(b *testing.B, s Store, n, workers int, ttl time.Duration, nodes []*redistest.Server) {
+	b.StopTimer()
+	ctx := context.Background()
 	sub, err := s.Subscribe(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer sub.Close()
-	const workers = 8
 	var wg sync.WaitGroup
 	start := time.Now()
 	for w := range workers {
@@ -103,11 +120,20 @@ func benchSweepCase(b *testing.B, srv *redistest.Server, n, other int, sweep tim
 	if b.Failed() {
 		return
 	}
-	if created := time.Since(start); created > ttl {
+	created := time.Since(start)
+	b.ReportMetric(created.Seconds(), "create-s")
+	if created > ttl {
 		b.Logf("creating %d sessions took %s, longer than their ttl %s", n, created, ttl)
 	}
 	// Bounded: a practically-off sweeper in the bad case may never deliver.
 	wait := ttl + 30*time.Second
+	var cost *clusterCost
+	if nodes != nil {
+		cost = &clusterCost{nodes: nodes}
+		cost.cpu, cost.evalsha, cost.calls, cost.cmdUsec = readNodes(b, nodes)
+	}
+	phase := time.Now()
+	inPhase := 0 // offline events Redis made after the phase began
 	b.StartTimer()
 	var late []time.Duration
 	timeout := time.After(wait)
@@ -120,12 +146,30 @@ collect:
 			}
 			if e.Kind == EventStatus && e.To == StatusOffline && !e.Deadline.IsZero() {
 				late = append(late, e.At.Sub(e.Deadline))
+				if !e.At.Before(phase) {
+					inPhase++
+				}
 			}
 		case <-timeout:
 			break collect
 		}
 	}
 	b.StopTimer()
+	if cost != nil && inPhase > 0 {
+		cpu, _, calls, cmdUsec := readNodes(b, nodes)
+		var sum float64
+		per := make([]float64, len(cpu))
+		for i := range cpu {
+			per[i] = (cpu[i] - cost.cpu[i]) * 1e6 / float64(inPhase)
+			sum += per[i]
+		}
+		b.ReportMetric(sum, "redis-cpu-µs/offline")
+		// Per offline event made in this phase: with creation longer than
+		// the ttl, the first ones were made while sessions were still being
+		// created, outside it.
+		b.Logf("per offline event (%d made in the phase): Redis CPU per server µs %s; commands %s", inPhase,
+			fmtFloats(per), cmdsPer(cost.calls, cost.cmdUsec, calls, cmdUsec, float64(inPhase)))
+	}
 	b.ReportMetric(100*float64(len(late))/float64(n), "arrived-%")
 	b.ReportMetric(0, "ns/op")
 	if len(late) == 0 {

@@ -1,9 +1,9 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -56,6 +56,7 @@ type ClusterStore struct {
 	isClosed   atomic.Bool
 	reaps      chan [2]string
 	lastReload atomic.Int64 // unix ns of the last slot map reload exec asked for
+	ops        opQueue      // concurrent Heartbeat and Join calls, sent together
 
 	pendingMu sync.Mutex
 	pending   map[string]*Subscription // barrier token → subscription waiting for its barriers
@@ -68,6 +69,14 @@ type ClusterStore struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 	errs   *redisErrors
+
+	// The scripts as a FUNCTION library (cluster_functions.go): its source,
+	// each script's function name, and whether it is in use.
+	bodies    []clusterScript
+	fnOf      map[*redis.Script]string
+	library   string
+	functions atomic.Bool
+	loading   sync.Mutex // one background reload at a time
 }
 
 var _ Store = (*ClusterStore)(nil)
@@ -105,8 +114,6 @@ type clusterScripts struct {
 	barrier, typingRead                                       *redis.Script
 }
 
-func withClusterLib(body string) *redis.Script { return redis.NewScript(luaCLib + "\n" + body) }
-
 // ClusterScheme is the --redis-url scheme of a Redis Cluster (rediss+cluster
 // for TLS): the seeds are the URL's host and each addr parameter, the rest
 // is go-redis's cluster URL (user, password, timeouts):
@@ -130,6 +137,10 @@ func parseClusterURL(u string) (*redis.ClusterOptions, error) {
 	}
 	return redis.ParseClusterURL(u)
 }
+
+// clusterEvalOnly makes NewCluster skip the FUNCTION library (tests run
+// the EVALSHA path on a server that has FUNCTION).
+var clusterEvalOnly atomic.Bool
 
 // OpenRedis opens the Redis backend a --redis-url names: a ClusterStore for
 // redis+cluster:// (rediss+cluster://), else a RedisStore (redis://,
@@ -182,20 +193,22 @@ func NewCluster(ctx context.Context, redisURL string, opts Options, log *slog.Lo
 		runIDs:     make(map[string]string),
 		epochs:     make([]string, ClusterPartitions),
 	}
+	s.fnOf = map[*redis.Script]string{}
 	s.scripts = clusterScripts{
-		userRefresh:   redis.NewScript(luaCUserRefresh),
-		userHeartbeat: withClusterLib(luaCUserHeartbeat),
-		userEnd:       withClusterLib(luaCUserEnd),
-		userLeave:     redis.NewScript(luaCUserLeave),
-		roomRefresh:   redis.NewScript(luaCRoomRefresh),
-		roomJoin:      withClusterLib(luaCRoomJoin),
-		roomLeave:     withClusterLib(luaCRoomLeave),
-		roomDetach:    redis.NewScript(luaCRoomDetach),
-		typing:        withClusterLib(luaCTyping),
-		due:           redis.NewScript(luaCDue),
-		barrier:       withClusterLib(luaCBarrier),
-		typingRead:    redis.NewScript(luaTypingRead),
+		userRefresh:   s.newClusterScript("user_refresh", luaCUserRefresh, false),
+		userHeartbeat: s.newClusterScript("user_heartbeat", luaCUserHeartbeat, true),
+		userEnd:       s.newClusterScript("user_end", luaCUserEnd, true),
+		userLeave:     s.newClusterScript("user_leave", luaCUserLeave, false),
+		roomRefresh:   s.newClusterScript("room_refresh", luaCRoomRefresh, false),
+		roomJoin:      s.newClusterScript("room_join", luaCRoomJoin, true),
+		roomLeave:     s.newClusterScript("room_leave", luaCRoomLeave, true),
+		roomDetach:    s.newClusterScript("room_detach", luaCRoomDetach, false),
+		typing:        s.newClusterScript("typing", luaCTyping, true),
+		due:           s.newClusterScript("due", luaCDue, false),
+		barrier:       s.newClusterScript("barrier", luaCBarrier, true),
+		typingRead:    s.newClusterScript("typing_read", luaTypingRead, false),
 	}
+	s.buildLibrary()
 	s.errs = newRedisErrors()
 	s.client.AddHook(s.errs)
 	fail := func(what string, err error) (*ClusterStore, error) {
@@ -208,6 +221,13 @@ func NewCluster(ctx context.Context, redisURL string, opts Options, log *slog.Lo
 		return fail("ping", err)
 	}
 	s.enableExpiryEvents(ctx)
+	if clusterEvalOnly.Load() {
+		s.log.Debug("presence: cluster scripts as EVALSHA (test)")
+	} else if err := s.loadFunctions(ctx); err != nil {
+		s.log.Warn("presence: the cluster refused FUNCTION LOAD; running the scripts with EVALSHA", "error", err)
+	} else {
+		s.functions.Store(true)
+	}
 	if _, err := s.checkState(ctx); err != nil {
 		return fail("state check", err)
 	}
@@ -262,6 +282,7 @@ type call struct {
 	keys []string
 	args []any
 	cmd  *redis.Cmd
+	n    int // items, for the scripts that take several (refreshes)
 }
 
 // exec runs calls in one pipelined round trip (go-redis splits it per
@@ -276,7 +297,7 @@ func (s *ClusterStore) exec(ctx context.Context, calls []*call, more func(redis.
 		more(pipe)
 	}
 	for _, c := range calls {
-		c.cmd = c.sc.EvalSha(ctx, pipe, c.keys, c.args...)
+		c.cmd = s.evalOn(ctx, pipe, c)
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command
 	var again []*call
@@ -284,8 +305,9 @@ func (s *ClusterStore) exec(ctx context.Context, calls []*call, more func(redis.
 		err := c.cmd.Err()
 		switch {
 		case err == nil, errors.Is(err, redis.Nil):
-		case redis.HasErrorPrefix(err, "NOSCRIPT"):
+		case isScriptMissing(err):
 			again = append(again, c)
+			s.reloadFunctions()
 		case !isReply(err):
 			s.reloadSlots() // a connection error: the primary may have failed over
 		case redis.HasErrorPrefix(err, "CLUSTERDOWN"), redis.HasErrorPrefix(err, "MOVED"):
@@ -333,26 +355,90 @@ func (s *ClusterStore) userKeys(p *partition, uid, sid string) []string {
 		p.user(uid, "end/"+sid), p.key("deadlines")}
 }
 
-func (s *ClusterStore) roomLeaveCall(room, uid, sid, mode, status, name, avatar string, deadline int64) *call {
+// roomLeaveCall is room_leave.lua for one membership; gen "" matches any
+// instance of the session.
+func (s *ClusterStore) roomLeaveCall(room, uid, sid, mode, status, name, avatar string, deadline int64, gen string) *call {
 	p := partOf(s.parts, room)
 	return &call{sc: s.scripts.roomLeave,
 		keys: []string{p.key("log"), p.room(room, "members"), p.room(room, "ms"), p.room(room, "n"),
 			p.key("mdl"), p.room(room, "typing"), p.room(room, "tnames"), p.key("tdl")},
-		args: s.common(p, room, uid, sid, mode, status, name, avatar, deadline)}
+		args: s.common(p, room, uid, sid, mode, status, name, avatar, deadline, gen)}
 }
 
-func (s *ClusterStore) roomJoinCall(room string, hb Heartbeat, kind string, dur int64, status string) *call {
+func (s *ClusterStore) roomJoinCall(room string, hb Heartbeat, kind string, dur int64, status, gen string) *call {
 	p := partOf(s.parts, room)
 	return &call{sc: s.scripts.roomJoin,
 		keys: []string{p.key("log"), p.room(room, "members"), p.room(room, "ms"), p.room(room, "n"), p.key("mdl")},
-		args: s.common(p, room, hb.User.ID, hb.SessionID, kind, dur, hb.User.Name, hb.User.Avatar, status)}
+		args: s.common(p, room, hb.User.ID, hb.SessionID, kind, dur, hb.User.Name, hb.User.Avatar, status, gen)}
 }
 
-func (s *ClusterStore) roomRefreshCall(room, uid, sid string, hold, ttl int64) *call {
-	p := partOf(s.parts, room)
-	return &call{sc: s.scripts.roomRefresh,
-		keys: []string{p.room(room, "ms"), p.key("mdl")},
-		args: []any{uid + " " + sid, room, hold, ttl}}
+// refreshes groups one round trip's fast refreshes into one
+// user_refresh.lua and one room_refresh.lua call per partition (of at most
+// refreshChunk items each): a node's batch of N refreshes costs Redis at
+// most a call per partition and script, not 2N.
+type refreshes struct {
+	s            *ClusterStore
+	users, rooms map[int]*call
+	calls        []*call
+}
+
+// item is one refresh's place in its call's reply.
+type item struct {
+	c *call
+	i int
+}
+
+func (s *ClusterStore) newRefreshes() *refreshes {
+	return &refreshes{s: s, users: map[int]*call{}, rooms: map[int]*call{}}
+}
+
+// add puts an item of keys and args into partition p's call of sc (in
+// byPart), opening a new call when there is none or it is full.
+func (r *refreshes) add(byPart map[int]*call, sc *redis.Script, p *partition, lead []any, keys []string, args ...any) item {
+	c := byPart[p.index]
+	if c == nil || c.n == refreshChunk {
+		c = &call{sc: sc, args: lead}
+		byPart[p.index] = c
+		r.calls = append(r.calls, c)
+	}
+	c.keys = append(c.keys, keys...)
+	c.args = append(c.args, args...)
+	c.n++
+	return item{c, c.n - 1}
+}
+
+// user queues op's fast session refresh.
+func (r *refreshes) user(op *hbOp) item {
+	p := partOf(r.s.parts, op.hb.User.ID)
+	uid, sid := op.hb.User.ID, op.hb.SessionID
+	return r.add(r.users, r.s.scripts.userRefresh, p, []any{r.s.opts.LastSeenRetention.Milliseconds()},
+		[]string{p.user(uid, "user"), p.user(uid, "sess"), p.user(uid, "ttl/"+sid), p.user(uid, "end/"+sid), p.key("deadlines")},
+		uid, sid, op.hb.User.Name, op.hb.User.Avatar, string(op.hb.Status), op.ttl, op.room, op.hold)
+}
+
+// room queues the fast refresh of one session's membership of room.
+func (r *refreshes) room(room, uid, sid string, hold, ttl int64) item {
+	p := partOf(r.s.parts, room)
+	return r.add(r.rooms, r.s.scripts.roomRefresh, p, nil,
+		[]string{p.room(room, "ms"), p.key("mdl")}, uid+" "+sid, room, hold, ttl)
+}
+
+// text is a user item's reply: "" when the full heartbeat is needed.
+func (it item) text() (string, error) {
+	res, err := it.c.cmd.StringSlice()
+	if err != nil {
+		return "", err
+	}
+	if it.i >= len(res) {
+		return "", fmt.Errorf("redis cluster refresh: %d replies for %d items", len(res), it.c.n)
+	}
+	return res[it.i], nil
+}
+
+// done reports whether a room item was refreshed.
+func (it item) done() bool {
+	res, err := it.c.cmd.Int64Slice()
+	return err == nil && it.i < len(res) && res[it.i] == 1
 }
 
 // Heartbeat implements Store.
@@ -360,7 +446,7 @@ func (s *ClusterStore) Heartbeat(ctx context.Context, hb Heartbeat) error {
 	if err := validateHeartbeat(hb); err != nil {
 		return err
 	}
-	return s.heartbeats(ctx, []*hbOp{{hb: hb, mode: modeClient}})
+	return s.do(ctx, &hbOp{hb: hb, mode: modeClient})
 }
 
 // Join implements Store.
@@ -371,7 +457,7 @@ func (s *ClusterStore) Join(ctx context.Context, roomID string, hb Heartbeat) er
 	if err := validateHeartbeat(hb); err != nil {
 		return err
 	}
-	return s.heartbeats(ctx, []*hbOp{{hb: hb, room: roomID, mode: modeClient}})
+	return s.do(ctx, &hbOp{hb: hb, room: roomID, mode: modeClient})
 }
 
 // RefreshStreams implements Store: every item's calls go out together, in
@@ -424,12 +510,14 @@ type hbOp struct {
 	err   error
 
 	ttl, hold  int64
-	userFast   *call
-	roomFast   *call
+	userFast   *item
+	roomFast   *item
 	userFull   *call
 	status     *redis.StringCmd // the user's status, read when the fast user call did not return it
-	touches    []*call          // refreshes of the session's API-joined rooms
+	touches    []touch          // refreshes of the session's API-joined rooms
+	join       *call            // the membership made or refreshed in round trip 3
 	kind       string           // the room's kind in the session ("+" or "~"), once known
+	gen        string           // the session instance's gen, once known
 	to         string           // the user's status, once known
 	perm       []string         // the session's API-joined rooms (their deadlines follow the session)
 	roomFastOK bool
@@ -437,7 +525,8 @@ type hbOp struct {
 
 // heartbeats runs ops in pipelined round trips, each shared by all ops:
 //  1. each op's fast user refresh (user_refresh.lua) and, with a room, its
-//     fast membership refresh (room_refresh.lua). Most calls end here;
+//     fast membership refresh (room_refresh.lua), grouped per partition
+//     (refreshes). Most calls end here;
 //  2. the full user heartbeat where the fast one could not apply; the
 //     refresh of the session's API-joined rooms; the user's status where a
 //     membership may have to be made;
@@ -453,7 +542,7 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 		return nil
 	}
 	// 1.
-	var calls []*call
+	fast := s.newRefreshes()
 	for _, op := range ops {
 		ttl := op.hb.TTL
 		if ttl <= 0 {
@@ -466,44 +555,39 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 		if op.hb.Metadata != nil {
 			continue // metadata is written by the full heartbeat only
 		}
-		p := partOf(s.parts, op.hb.User.ID)
-		uid, sid := op.hb.User.ID, op.hb.SessionID
-		op.userFast = &call{sc: s.scripts.userRefresh,
-			keys: []string{p.user(uid, "user"), p.user(uid, "sess"), p.user(uid, "ttl/"+sid),
-				p.user(uid, "end/"+sid), p.key("deadlines")},
-			args: []any{uid, sid, op.hb.User.Name, op.hb.User.Avatar, string(op.hb.Status), op.ttl,
-				op.room, op.hold, s.opts.LastSeenRetention.Milliseconds()}}
-		calls = append(calls, op.userFast)
+		u := fast.user(op)
+		op.userFast = &u
 		if op.room != "" {
-			op.roomFast = s.roomRefreshCall(op.room, uid, sid, op.hold, op.ttl)
-			calls = append(calls, op.roomFast)
+			r := fast.room(op.room, op.hb.User.ID, op.hb.SessionID, op.hold, op.ttl)
+			op.roomFast = &r
 		}
 	}
-	s.exec(ctx, calls, nil)
+	s.exec(ctx, fast.calls, nil)
 
 	// 2.
-	calls = calls[:0]
+	var calls []*call
+	touches := s.newRefreshes()
 	var reads []*hbOp
 	for _, op := range ops {
 		if op.roomFast != nil {
-			n, err := op.roomFast.cmd.Int()
-			op.roomFastOK = err == nil && n == 1
+			op.roomFastOK = op.roomFast.done()
 		}
 		if op.userFast != nil {
-			perm, err := op.userFast.cmd.Text()
-			if err != nil && !errors.Is(err, redis.Nil) {
+			res, err := op.userFast.text()
+			if err != nil {
 				op.err = err
 				continue
 			}
-			if err == nil {
-				op.perm = splitRooms(perm)
+			if res != "" {
+				gen, perm, _ := strings.Cut(res, "|")
+				op.gen, op.perm = gen, splitRooms(perm)
 				if op.room != "" && !op.roomFastOK {
 					op.kind = "~"
 					if op.hold <= 0 || slices.Contains(op.perm, op.room) {
 						op.kind = "+"
 					}
 				}
-				s.touch(op, &calls)
+				op.touch(touches)
 				if op.kind != "" || len(op.touches) > 0 {
 					reads = append(reads, op)
 				}
@@ -521,7 +605,7 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 				op.hold, op.mode)}
 		calls = append(calls, op.userFull)
 	}
-	s.exec(ctx, calls, func(pipe redis.Pipeliner) {
+	s.exec(ctx, append(calls, touches.calls...), func(pipe redis.Pipeliner) {
 		for _, op := range reads {
 			op.status = pipe.HGet(ctx, partOf(s.parts, op.hb.User.ID).user(op.hb.User.ID, "user"), "st")
 		}
@@ -529,6 +613,7 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 
 	// 3.
 	calls = calls[:0]
+	touches = s.newRefreshes()
 	for _, op := range ops {
 		switch {
 		case op.userFull != nil:
@@ -537,17 +622,17 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 				op.err = scriptError(err)
 				if errors.Is(op.err, ErrSessionEnded) && op.roomFastOK {
 					calls = append(calls, s.roomLeaveCall(op.room, op.hb.User.ID, op.hb.SessionID, "leave",
-						string(StatusOffline), op.hb.User.Name, op.hb.User.Avatar, 0))
+						string(StatusOffline), op.hb.User.Name, op.hb.User.Avatar, 0, ""))
 				}
 				continue
 			}
-			f := strings.SplitN(res, "|", 3)
-			if len(f) != 3 {
+			f := strings.SplitN(res, "|", 4)
+			if len(f) != 4 {
 				op.err = fmt.Errorf("redis cluster heartbeat: reply %q", res)
 				continue
 			}
-			op.to, op.kind, op.perm = f[0], f[1], splitRooms(f[2])
-			s.touch(op, &calls)
+			op.to, op.kind, op.gen, op.perm = f[0], f[1], f[2], splitRooms(f[3])
+			op.touch(touches)
 		case op.err != nil:
 			continue
 		case op.status != nil:
@@ -563,10 +648,18 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 			if op.kind == "~" {
 				dur = op.hold
 			}
-			calls = append(calls, s.roomJoinCall(op.room, op.hb, op.kind, dur, op.to))
+			op.join = s.roomJoinCall(op.room, op.hb, op.kind, dur, op.to, op.gen)
+			calls = append(calls, op.join)
 		}
 	}
-	s.exec(ctx, calls, nil)
+	s.exec(ctx, append(calls, touches.calls...), nil)
+	for _, op := range ops {
+		if op.join != nil && op.err == nil {
+			// The session is refreshed but the membership may not be made:
+			// the call failed (the caller retries, as after any failure).
+			op.err = op.join.cmd.Err()
+		}
+	}
 
 	// 4.
 	calls = calls[:0]
@@ -583,14 +676,18 @@ func (s *ClusterStore) heartbeats(ctx context.Context, ops []*hbOp) error {
 	return nil
 }
 
+// touch is the refresh of one of a session's API-joined rooms.
+type touch struct {
+	room string
+	item item
+}
+
 // touch queues the refresh of op's API-joined rooms (but its own room,
 // which its own calls refresh): their deadlines follow the session's.
-func (s *ClusterStore) touch(op *hbOp, calls *[]*call) {
-	for _, r := range op.perm {
-		if r != op.room {
-			t := s.roomRefreshCall(r, op.hb.User.ID, op.hb.SessionID, 0, op.ttl)
-			op.touches = append(op.touches, t)
-			*calls = append(*calls, t)
+func (op *hbOp) touch(r *refreshes) {
+	for _, room := range op.perm {
+		if room != op.room {
+			op.touches = append(op.touches, touch{room, r.room(room, op.hb.User.ID, op.hb.SessionID, 0, op.ttl)})
 		}
 	}
 }
@@ -600,8 +697,8 @@ func (s *ClusterStore) touch(op *hbOp, calls *[]*call) {
 // session's record says it is in the room, so it is.
 func (s *ClusterStore) rejoin(op *hbOp, calls *[]*call) {
 	for _, t := range op.touches {
-		if n, err := t.cmd.Int(); err == nil && n == 0 {
-			*calls = append(*calls, s.roomJoinCall(t.args[1].(string), op.hb, "+", op.ttl, op.to))
+		if t.item.c.cmd.Err() == nil && !t.item.done() {
+			*calls = append(*calls, s.roomJoinCall(t.room, op.hb, "+", op.ttl, op.to, op.gen))
 		}
 	}
 }
@@ -613,39 +710,56 @@ func splitRooms(s string) []string {
 	return strings.Split(s, " ")
 }
 
-// endSession ends (mode "end") or reaps (mode "reap", only when due) one
-// session in its user's partition, then leaves its rooms in theirs.
-func (s *ClusterStore) endSession(ctx context.Context, uid, sid, mode string) error {
-	p := partOf(s.parts, uid)
-	res, err := s.run(ctx, s.scripts.userEnd, s.userKeys(p, uid, sid),
-		s.common(p, uid, sid, mode, max(s.opts.EndedRetention.Milliseconds(), 1))...).Slice()
-	if errors.Is(err, redis.Nil) {
-		return nil // nothing to end (or not due)
+// endSessions ends (mode "end") or reaps (mode "reap", only when due)
+// sessions in their users' partitions, then leaves their rooms in theirs:
+// two pipelined round trips however many sessions. It reports which
+// sessions it ended and whose rooms it left.
+func (s *ClusterStore) endSessions(ctx context.Context, sessions [][2]string, mode string) (map[[2]string]bool, error) {
+	ends := make([]*call, len(sessions))
+	for i, us := range sessions {
+		p := partOf(s.parts, us[0])
+		ends[i] = &call{sc: s.scripts.userEnd, keys: s.userKeys(p, us[0], us[1]),
+			args: s.common(p, us[0], us[1], mode, max(s.opts.EndedRetention.Milliseconds(), 1))}
 	}
-	if err != nil {
-		return err
-	}
-	if len(res) < 4 {
-		return fmt.Errorf("redis cluster end session: reply %v", res)
-	}
-	to, _ := res[0].(string)
-	dl, _ := res[1].(int64)
-	name, _ := res[2].(string)
-	avatar, _ := res[3].(string)
-	calls := make([]*call, 0, len(res)-4)
-	for _, r := range res[4:] {
-		if room, ok := r.(string); ok {
-			calls = append(calls, s.roomLeaveCall(room, uid, sid, "leave", to, name, avatar, dl))
+	s.exec(ctx, ends, nil)
+	var leaves []*call
+	var leftBy [][2]string // the session each leave is for
+	ended := map[[2]string]bool{}
+	var firstErr error
+	for i, c := range ends {
+		res, err := c.cmd.Slice()
+		if errors.Is(err, redis.Nil) {
+			continue // nothing to end (or not due)
+		}
+		if err == nil && len(res) < 5 {
+			err = fmt.Errorf("redis cluster end session: reply %v", res)
+		}
+		if err != nil {
+			firstErr = cmp.Or(firstErr, err)
+			continue
+		}
+		to, _ := res[0].(string)
+		dl, _ := res[1].(int64)
+		name, _ := res[2].(string)
+		avatar, _ := res[3].(string)
+		gen, _ := res[4].(string)
+		ended[sessions[i]] = true
+		for _, r := range res[5:] {
+			if room, ok := r.(string); ok {
+				leaves = append(leaves, s.roomLeaveCall(room, sessions[i][0], sessions[i][1], "leave", to, name, avatar, dl, gen))
+				leftBy = append(leftBy, sessions[i])
+			}
 		}
 	}
-	s.exec(ctx, calls, nil)
-	for _, c := range calls {
+	s.exec(ctx, leaves, nil)
+	for i, c := range leaves {
 		if err := c.cmd.Err(); err != nil {
 			// The memberships left behind end at their own deadlines.
-			return fmt.Errorf("redis cluster: leaving the rooms of an ended session: %w", err)
+			delete(ended, leftBy[i])
+			firstErr = cmp.Or(firstErr, fmt.Errorf("redis cluster: leaving the rooms of an ended session: %w", err))
 		}
 	}
-	return nil
+	return ended, firstErr
 }
 
 // EndSession implements Store.
@@ -656,7 +770,8 @@ func (s *ClusterStore) EndSession(ctx context.Context, userID, sessionID string)
 	if s.closed() {
 		return ErrClosed
 	}
-	return s.endSession(ctx, userID, sessionID, "end")
+	_, err := s.endSessions(ctx, [][2]string{{userID, sessionID}}, "end")
+	return err
 }
 
 // leave takes a session out of a room: the room out of the session's
@@ -672,7 +787,7 @@ func (s *ClusterStore) leave(ctx context.Context, roomID, userID, sessionID, mod
 	if len(u) < 3 {
 		return fmt.Errorf("redis cluster leave: reply %v", u)
 	}
-	return s.roomLeaveCall(roomID, userID, sessionID, mode, u[0], u[1], u[2], 0).cmdErr(ctx, s)
+	return s.roomLeaveCall(roomID, userID, sessionID, mode, u[0], u[1], u[2], 0, "").cmdErr(ctx, s)
 }
 
 // cmdErr runs c alone and returns its error.
@@ -761,25 +876,6 @@ func (s *ClusterStore) readUsers(ctx context.Context, ids []string) (map[string]
 		out[id] = presenceFromHash(id, cmds[i].Val())
 	}
 	return out, nil
-}
-
-// presenceFromHash reads a user hash's name, avatar, st, seen and meta.
-func presenceFromHash(id string, v []any) *Presence {
-	if len(v) < 5 || v[3] == nil {
-		return nil
-	}
-	p := &Presence{
-		Profile:  Profile{ID: id, Name: str(v[0]), Avatar: str(v[1])},
-		Status:   Status(str(v[2])),
-		LastSeen: msTime(str(v[3])),
-	}
-	if p.Status == "" {
-		p.Status = StatusOffline
-	}
-	if m := str(v[4]); m != "" {
-		p.Metadata = json.RawMessage(m)
-	}
-	return p
 }
 
 // Members implements Store: the room's member list from its partition,

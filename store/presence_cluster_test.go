@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,6 +34,47 @@ func TestClusterConformance(t *testing.T) {
 	runConformance(t, func(t *testing.T, opts Options) Store { return openCluster(t, c, opts) })
 }
 
+// The same on the EVALSHA path (a cluster whose FUNCTION LOAD is refused).
+func TestClusterConformanceEvalsha(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterConfig{})
+	clusterEvalOnly.Store(true)
+	t.Cleanup(func() { clusterEvalOnly.Store(false) }) // after the parallel subtests
+	runConformance(t, func(t *testing.T, opts Options) Store {
+		s := openCluster(t, c, opts)
+		if s.functions.Load() {
+			t.Fatal("the FUNCTION library is in use")
+		}
+		return s
+	})
+}
+
+// A primary that loses the library (FUNCTION FLUSH: as after a restart
+// without persistence) is served at once with the scripts' bodies and gets
+// the library again.
+func TestClusterFunctionsFlushed(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterConfig{})
+	s := openCluster(t, c, stable())
+	if !s.functions.Load() {
+		t.Fatal("the FUNCTION library is not in use on Redis 7")
+	}
+	sub := mustSubscribe(t, s)
+	ctx := context.Background()
+	for _, m := range c.Primaries(t) {
+		c.DoOn(t, m, "FUNCTION", "FLUSH")
+	}
+	must(t, s.Join(ctx, "room", hbeat(alice, sid1, "")))
+	expectStatus(t, sub, eventTimeout, "alice", StatusOffline, StatusOnline)
+	expectJoin(t, sub, "room", "alice", StatusOnline)
+	eventually(t, eventTimeout, "the library loaded again on every primary", func() bool {
+		for _, m := range c.Primaries(t) {
+			if !strings.Contains(c.DoOn(t, m, "FUNCTION", "LIST"), "presenced_cluster_") {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // The partitions' slots are spread over the shards: with 3 primaries of
 // equal slot ranges each holds its share within ±20 %.
 func TestClusterPartitionsSpread(t *testing.T) {
@@ -53,6 +96,15 @@ func TestClusterPartitionsSpread(t *testing.T) {
 	if len(per) != 3 {
 		t.Errorf("partitions on %d primaries, want 3: %v", len(per), per)
 	}
+	// --redis-url picks the backend by its scheme (cmd/presenced's OpenRedis).
+	st, err := OpenRedis(context.Background(), c.URL(), Options{KeyPrefix: redistest.Prefix(t)}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("OpenRedis(%s): %v", c.URL(), err)
+	}
+	if _, ok := st.(*ClusterStore); !ok {
+		t.Errorf("OpenRedis(%s) = %T, want *ClusterStore", c.URL(), st)
+	}
+	_ = st.Close()
 	// Users and rooms spread over the partitions too.
 	hits := make([]int, len(parts))
 	for i := range 1600 {
@@ -122,27 +174,7 @@ func startLive(t *testing.T, c *redistest.Cluster, opts Options) *clusterLive {
 	return l
 }
 
-// truth reports whether s shows exactly the live users online and in the
-// lobby, and the others offline.
-func (l *clusterLive) truth(s Store) bool {
-	ctx := context.Background()
-	p, err := s.Presence(ctx, append([]string{"gone", "ended"}, l.live...))
-	if err != nil {
-		return false
-	}
-	for _, uid := range l.live {
-		if p[uid] == nil || p[uid].Status != StatusOnline {
-			return false
-		}
-	}
-	for _, uid := range []string{"gone", "ended"} {
-		if p[uid] != nil && p[uid].Status != StatusOffline {
-			return false
-		}
-	}
-	m, err := s.Members(ctx, "lobby")
-	return err == nil && len(m) == len(l.live)
-}
+func (l *clusterLive) truth(s Store) bool { return showsTruth(s, l.live, "gone", "ended") }
 
 // settles waits for both nodes to show the truth, then checks it stays
 // true for longer than a TTL (the keeper's refreshes keep the live users;
@@ -224,6 +256,36 @@ func TestClusterPrimaryKilled(t *testing.T) {
 	waitEvent(t, subB, expiryTimeout, isOffline("late"))
 }
 
+// A planned failover (CLUSTER FAILOVER on a replica): the old primary stays
+// up as a replica. Every node notices the new primary, resyncs, and goes on
+// with the promoted one: state stays true, events keep coming.
+func TestClusterPlannedFailover(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterConfig{Replicas: 1})
+	opts := Options{TTL: 2 * time.Second, SweepInterval: 50 * time.Millisecond, KeyPrefix: redistest.Prefix(t)}
+	l := startLive(t, c, opts)
+	subA, subB := mustSubscribe(t, l.a), mustSubscribe(t, l.b)
+	lobby := partOf(l.a.parts, "lobby")
+	// A user in the same partition, so that the user's and the room's calls
+	// both go to the promoted primary. (One failover only: a second one of
+	// the same shard would promote the old primary back, with its run_id and
+	// all the data: nothing to resync.)
+	late := ""
+	for i := 0; late == ""; i++ {
+		if id := fmt.Sprintf("late-%d", i); partOf(l.a.parts, id) == lobby {
+			late = id
+		}
+	}
+	c.FailoverPrimaryOf(t, lobby.slot)
+	waitResync(t, subA, 20*time.Second)
+	waitResync(t, subB, 20*time.Second)
+	l.settles(t, opts.TTL, "after a planned failover")
+	ctx := context.Background()
+	must(t, l.a.Join(ctx, "lobby", Heartbeat{User: Profile{ID: late}, SessionID: "session-late", TTL: time.Second}))
+	waitAll(t, subB, expiryTimeout, isOffline(late), func(e Event) bool {
+		return e.Kind == EventLeave && e.Room == "lobby" && e.User.ID == late
+	})
+}
+
 // CLIENT KILL TYPE pubsub on one shard drops every node's subscriptions of
 // the partitions it owns: go-redis reconnects them, and what was published
 // meanwhile comes from each partition's log, so no event is lost.
@@ -278,3 +340,65 @@ func init() { redis.SetLogger(discardRedisLog{}) }
 type discardRedisLog struct{}
 
 func (discardRedisLog) Printf(context.Context, string, ...any) {}
+
+// Concurrent Heartbeat and Join calls on one node go out in shared batches
+// (cluster_coalesce.go), and each caller still gets its own outcome: of
+// MaxSessionsPerUser+8 new sessions of one user made at once, exactly
+// MaxSessionsPerUser are created and the others refused; other users' calls
+// in the same batches all succeed; a call whose context is already over is
+// not sent.
+func TestClusterConcurrentCallsCoalesced(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterConfig{})
+	s := openCluster(t, c, stable())
+	ctx := context.Background()
+	const extra = 8
+	errs := make(chan error, MaxSessionsPerUser+extra)
+	others := make(chan error, 64)
+	var wg sync.WaitGroup
+	for i := range MaxSessionsPerUser + extra {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			errs <- s.Heartbeat(ctx, Heartbeat{User: alice, SessionID: fmt.Sprintf("session-%03d", i)})
+		}()
+		go func() {
+			defer wg.Done()
+			others <- s.Join(ctx, fmt.Sprintf("room-%d", i%5), Heartbeat{User: Profile{ID: fmt.Sprintf("user-%d", i)}, SessionID: sid1})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	close(others)
+	ok, refused := 0, 0
+	for err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, ErrTooManySessions):
+			refused++
+		default:
+			t.Fatalf("Heartbeat: %v", err)
+		}
+	}
+	if ok != MaxSessionsPerUser || refused != extra {
+		t.Fatalf("%d sessions created, %d refused; want %d and %d", ok, refused, MaxSessionsPerUser, extra)
+	}
+	for err := range others {
+		must(t, err)
+	}
+	total := 0
+	for r := range 5 {
+		total += len(members(t, s, fmt.Sprintf("room-%d", r)))
+	}
+	if total != MaxSessionsPerUser+extra {
+		t.Fatalf("%d members in the rooms, want %d", total, MaxSessionsPerUser+extra)
+	}
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Heartbeat(done, hbeat(bob, sid1, "")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Heartbeat with a cancelled context: %v", err)
+	}
+	if p := presenceOf(t, s, "bob"); p != nil {
+		t.Fatalf("a cancelled heartbeat was applied: %+v", p)
+	}
+}

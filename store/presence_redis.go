@@ -50,11 +50,15 @@ type RedisStore struct {
 	subscribed atomic.Bool
 	firstSub   chan struct{} // closed when the feed is first subscribed
 	isClosed   atomic.Bool
+	// functions: the scripts run as FCALL of the presence FUNCTION library
+	// (redis_functions.go), else as EVALSHA. Set once, in NewRedis.
+	functions bool
 	// refreshPerItem makes RefreshStreams send one heartbeat script call per
 	// item instead of refresh_many.lua calls (benchmarks compare the two).
 	refreshPerItem bool
 	// noFastPath makes Heartbeat and Join skip refresh_fast.lua (benchmarks
-	// compare the two).
+	// compare the two). EVALSHA only: with the FUNCTION library there is no
+	// separate fast try to skip.
 	noFastPath bool
 
 	pubMu  sync.Mutex // guards pubsub, replaced by dispatch on a resubscribe
@@ -64,6 +68,17 @@ type RedisStore struct {
 	// be on the old primary.
 	resub chan struct{}
 	reaps chan [2]string // (user, session) from keyspace events
+
+	// batch coalesces concurrent Heartbeat and Join calls into pipelined
+	// round trips (redis_coalesce.go).
+	batch *coalescer
+	// Heartbeat and Join merged per round trip: as refresh_many calls with
+	// the FUNCTION library, else their fast tries as refresh_fast calls.
+	heartbeats, fastTries *coalesceGroup
+	// scriptGen counts script reloads, so that callers that all met
+	// NOSCRIPT after a flush reload once, not once each.
+	scriptGen atomic.Uint64
+	reloadMu  sync.Mutex
 
 	pendingMu sync.Mutex
 	pending   map[string]*Subscription // barrier token → subscription waiting for it
@@ -96,8 +111,6 @@ var (
 	luaTyping string
 	//go:embed lua/sweep.lua
 	luaSweep string
-	//go:embed lua/members.lua
-	luaMembers string
 	//go:embed lua/typing_read.lua
 	luaTypingRead string
 	//go:embed lua/barrier.lua
@@ -109,15 +122,20 @@ var (
 )
 
 type redisScripts struct {
-	heartbeat, endSession, leave, typing, sweep, members, typingRead, barrier, detach, refreshMany *redis.Script
-	// refreshFast is fast.lua alone: the hot refresh without the library.
+	heartbeat, endSession, leave, typing, sweep, typingRead, barrier, detach, refreshMany *redis.Script
+	// refreshFast is fast.lua alone, over one or more items: the hot
+	// refresh without the library.
 	refreshFast *redis.Script
+	// library is all of them as one FUNCTION library, fn their function
+	// names in it (redis_functions.go).
+	library string
+	fn      map[*redis.Script]string
 }
 
 // withLib puts the shared library (and the fast refresh it tries first) in
-// front of a script body.
+// front of a script body, for EVALSHA.
 func withLib(body string) *redis.Script {
-	return redis.NewScript(luaFast + "\n" + luaLib + "\n" + body)
+	return redis.NewScript(luaFast + "\n" + luaLib + "\nbegin(ARGV)\n" + body)
 }
 
 // logMaxLen bounds the event log: enough to catch up after a pub/sub outage
@@ -161,17 +179,33 @@ func NewRedis(ctx context.Context, redisURL string, opts Options, log *slog.Logg
 		leave:       withLib(luaLeave),
 		typing:      withLib(luaTyping),
 		sweep:       withLib(luaSweep),
-		members:     redis.NewScript(luaMembers),
 		typingRead:  redis.NewScript(luaTypingRead),
 		barrier:     withLib(luaBarrier),
 		detach:      withLib(luaDetach),
 		refreshMany: withLib(luaRefreshMany),
 		refreshFast: redis.NewScript(luaFast + "\n" + luaRefreshFast),
 	}
+	sc := &s.scripts
+	s.scripts.library, s.scripts.fn = luaFunctions(map[*redis.Script]luaBody{
+		sc.heartbeat: {"heartbeat", luaHeartbeat, true}, sc.endSession: {"end_session", luaEndSession, true},
+		sc.leave: {"leave", luaLeave, true}, sc.typing: {"typing", luaTyping, true},
+		sc.sweep:      {"sweep", luaSweep, true},
+		sc.typingRead: {"typing_read", luaTypingRead, false}, sc.barrier: {"barrier", luaBarrier, true},
+		sc.detach: {"detach", luaDetach, true}, sc.refreshMany: {"refresh_many", luaRefreshMany, true},
+		sc.refreshFast: {"refresh_fast", luaRefreshFast, false},
+	})
+	s.batch = newCoalescer(func() redis.Pipeliner { return s.client.Pipeline() }, coalesceInflight, coalesceMaxBatch)
+	s.heartbeats = s.scriptGroup(s.scripts.refreshMany, heartbeatChunk)
+	s.fastTries = s.scriptGroup(s.scripts.refreshFast, refreshChunk)
 	s.addErrorHook()
 	if err := s.client.Ping(ctx).Err(); err != nil {
 		s.client.Close()
 		return nil, fmt.Errorf("redis ping: %w", err)
+	}
+	if err := s.loadFunctions(ctx); err != nil {
+		s.log.Info("presence: Redis has no FUNCTION (before 7.0) or refuses it; the scripts run as EVALSHA", "error", err)
+	} else {
+		s.functions = true
 	}
 	if err := s.loadScripts(ctx); err != nil {
 		s.client.Close()
@@ -260,7 +294,18 @@ func (s *RedisStore) enableExpiryEvents(ctx context.Context) {
 // run executes a script with the common ARGV (prefix, retention, log length)
 // in front of its own.
 func (s *RedisStore) run(ctx context.Context, sc *redis.Script, keys []string, args ...any) *redis.Cmd {
-	return sc.Run(ctx, s.client, keys, s.args(args)...)
+	if !s.functions {
+		return sc.Run(ctx, s.client, keys, s.args(args)...) // EVALSHA, EVAL on NOSCRIPT
+	}
+	gen := s.scriptGen.Load()
+	cmd := s.evalOn(ctx, s.client, sc, keys, s.args(args)...)
+	if isScriptMissing(cmd.Err()) {
+		if err := s.reloadScripts(ctx, gen); err != nil {
+			return cmd
+		}
+		cmd = s.evalOn(ctx, s.client, sc, keys, s.args(args)...)
+	}
+	return cmd
 }
 
 func (s *RedisStore) args(args []any) []any {
@@ -270,8 +315,11 @@ func (s *RedisStore) args(args []any) []any {
 }
 
 func (s *RedisStore) loadScripts(ctx context.Context) error {
+	if s.functions {
+		return s.loadFunctions(ctx)
+	}
 	for _, sc := range []*redis.Script{s.scripts.heartbeat, s.scripts.endSession, s.scripts.leave,
-		s.scripts.typing, s.scripts.sweep, s.scripts.members, s.scripts.typingRead, s.scripts.barrier,
+		s.scripts.typing, s.scripts.sweep, s.scripts.typingRead, s.scripts.barrier,
 		s.scripts.detach, s.scripts.refreshMany, s.scripts.refreshFast} {
 		if err := sc.Load(ctx, s.client).Err(); err != nil {
 			return err
@@ -313,19 +361,155 @@ func (s *RedisStore) heartbeat(ctx context.Context, hb Heartbeat, room, mode str
 		return ErrClosed
 	}
 	keys, args := s.heartbeatCall(hb, room, mode)
+	if s.functions {
+		// One call, merged with the others of its round trip: heartbeat_one
+		// tries the fast refresh first, and without the library's top level
+		// to pay per call a separate fast try would only add a round trip
+		// when it misses.
+		res, err := s.callMerged(ctx, s.heartbeats, keys, args)
+		if err != nil {
+			return err
+		}
+		if refusal, _ := res.(string); refusal != "" {
+			return scriptError(errors.New(refusal))
+		}
+		return nil
+	}
 	if hb.Metadata == nil && !s.noFastPath {
 		// Most heartbeats change nothing but deadlines: try the small
-		// script first (about a third of the full one's Redis CPU); it
-		// writes nothing when the full heartbeat is needed.
-		done, err := s.run(ctx, s.scripts.refreshFast, keys, args...).Int()
+		// script first (without the library, whose top level EVALSHA runs
+		// on every call, and one call for all the fast tries that share a
+		// round trip); it writes nothing when the full heartbeat is needed.
+		res, err := s.callMerged(ctx, s.fastTries, keys, args)
 		if err != nil {
 			return scriptError(err)
 		}
-		if done == 1 {
+		if n, _ := res.(int64); n == 1 {
 			return nil
 		}
 	}
-	return scriptError(s.run(ctx, s.scripts.heartbeat, keys, args...).Err())
+	_, err := s.evalBatched(ctx, s.scripts.heartbeat, keys, s.args(args))
+	return scriptError(err)
+}
+
+// mergedItem is one call in a merged script call (scriptGroup).
+type mergedItem struct {
+	keys []string
+	args []any // heartbeatCall's, without the common ARGV
+	res  any   // set by the group's read: the item's element of the reply
+}
+
+// scriptGroup merges the items of one round trip into calls of sc, of up to
+// chunk items each: sc takes 7 KEYS and 13 ARGV per item after the common
+// ARGV (refresh_fast.lua, refresh_many.lua) and returns one element per item.
+func (s *RedisStore) scriptGroup(sc *redis.Script, chunk int) *coalesceGroup {
+	return &coalesceGroup{queue: func(p redis.Pipeliner, items []any) func() []error {
+		var cmds []*redis.Cmd
+		for from := 0; from < len(items); from += chunk {
+			part := items[from:min(len(items), from+chunk)]
+			keys := make([]string, 0, 7*len(part))
+			args := s.args(make([]any, 0, 13*len(part)))
+			for _, x := range part {
+				it := x.(*mergedItem)
+				keys = append(keys, it.keys...)
+				args = append(args, it.args...)
+			}
+			cmds = append(cmds, s.evalOn(context.Background(), p, sc, keys, args...))
+		}
+		return func() []error {
+			errs := make([]error, len(items))
+			for c, cmd := range cmds {
+				res, err := cmd.Slice()
+				for j := range min(chunk, len(items)-c*chunk) {
+					i := c*chunk + j
+					switch {
+					case err != nil:
+						errs[i] = err
+					case j >= len(res):
+						errs[i] = fmt.Errorf("redis %s: %d results for %d items", s.scripts.fn[sc], len(res), len(items))
+					default:
+						items[i].(*mergedItem).res = res[j]
+					}
+				}
+			}
+			return errs
+		}
+	}}
+}
+
+// callMerged runs one item in group g's next merged call and returns its
+// element of the reply. A missing script (NOSCRIPT, or the library gone)
+// reloads the scripts and sends the item again, once (see evalBatched).
+func (s *RedisStore) callMerged(ctx context.Context, g *coalesceGroup, keys []string, args []any) (any, error) {
+	for attempt := 0; ; attempt++ {
+		gen := s.scriptGen.Load()
+		it := &mergedItem{keys: keys, args: args}
+		err := s.batch.DoMerged(ctx, g, it)
+		if err != nil && attempt == 0 && isScriptMissing(err) {
+			if err := s.reloadScripts(ctx, gen); err != nil {
+				return nil, fmt.Errorf("redis load scripts: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err // it may still be written by a round trip this caller gave up on
+		}
+		return it.res, nil
+	}
+}
+
+// coalesceInflight is how many coalesced round trips may be in flight at
+// once: two, so that Redis runs one batch while the node encodes the next
+// and decodes the last; coalesceMaxBatch bounds one round trip's calls.
+const (
+	coalesceInflight = 2
+	coalesceMaxBatch = 128
+)
+
+// heartbeatChunk is how many Heartbeat or Join calls one merged
+// refresh_many call carries: fewer than a stream refresh chunk, because
+// each may take the full heartbeat (a new session, a join: ~50-100 µs).
+const heartbeatChunk = 32
+
+// evalBatched runs one script call (args already with the common ARGV) in
+// the node's next coalesced round trip. A NOSCRIPT (Redis restarted or its
+// script cache was flushed) reloads the scripts and sends the call again,
+// once: EVALSHA in a pipeline cannot fall back to EVAL the way Script.Run
+// does.
+func (s *RedisStore) evalBatched(ctx context.Context, sc *redis.Script, keys []string, args []any) (any, error) {
+	for attempt := 0; ; attempt++ {
+		gen := s.scriptGen.Load()
+		var cmd *redis.Cmd
+		var res any
+		err := s.batch.Do(ctx,
+			func(p redis.Pipeliner) { cmd = s.evalOn(context.Background(), p, sc, keys, args...) },
+			func() (err error) { res, err = cmd.Result(); return err })
+		if err != nil && attempt == 0 && isScriptMissing(err) {
+			if err := s.reloadScripts(ctx, gen); err != nil {
+				return nil, fmt.Errorf("redis load scripts: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err // res may still be written by a round trip this caller gave up on
+		}
+		return res, nil
+	}
+}
+
+// reloadScripts loads the scripts unless they were reloaded since the
+// caller read generation gen.
+func (s *RedisStore) reloadScripts(ctx context.Context, gen uint64) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	if s.scriptGen.Load() != gen {
+		return nil
+	}
+	if err := s.loadScripts(ctx); err != nil {
+		return err
+	}
+	s.scriptGen.Add(1)
+	return nil
 }
 
 // heartbeatCall is the heartbeat script's KEYS and script-specific ARGV.
@@ -434,13 +618,13 @@ func (s *RedisStore) refreshBatched(ctx context.Context, items []StreamRefresh, 
 				args = append(args, a...)
 			}
 			chunks = append(chunks, chunk)
-			cmds = append(cmds, s.scripts.refreshMany.EvalSha(ctx, pipe, keys, args...))
+			cmds = append(cmds, s.evalOn(ctx, pipe, s.scripts.refreshMany, keys, args...))
 		}
 		_, _ = pipe.Exec(ctx) // errors are per command
 		var again []int
 		for c, cmd := range cmds {
 			res, err := cmd.StringSlice()
-			if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0 {
+			if err != nil && isScriptMissing(err) && attempt == 0 {
 				again = append(again, chunks[c]...)
 				continue
 			}
@@ -474,13 +658,13 @@ func (s *RedisStore) refreshPipelined(ctx context.Context, items []StreamRefresh
 		for j, i := range todo {
 			it := items[i]
 			keys, args := s.heartbeatCall(Heartbeat{User: it.User, SessionID: it.SessionID, Hold: it.Hold}, it.Room, modeStream)
-			cmds[j] = s.scripts.heartbeat.EvalSha(ctx, pipe, keys, s.args(args)...)
+			cmds[j] = s.evalOn(ctx, pipe, s.scripts.heartbeat, keys, s.args(args)...)
 		}
 		_, _ = pipe.Exec(ctx) // errors are per command
 		var again []int
 		for j, i := range todo {
 			err := cmds[j].Err()
-			if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0 {
+			if err != nil && isScriptMissing(err) && attempt == 0 {
 				again = append(again, i) // not run: Redis restarted and lost its script cache
 				continue
 			}
@@ -587,25 +771,28 @@ func (s *RedisStore) Presence(ctx context.Context, userIDs []string) (map[string
 	}
 	out := make(map[string]*Presence, len(userIDs))
 	for i, id := range userIDs {
-		v := cmds[i].Val()
-		if len(v) < 5 || v[3] == nil {
-			out[id] = nil
-			continue
-		}
-		p := &Presence{
-			Profile:  Profile{ID: id, Name: str(v[0]), Avatar: str(v[1])},
-			Status:   Status(str(v[2])),
-			LastSeen: msTime(str(v[3])),
-		}
-		if p.Status == "" {
-			p.Status = StatusOffline
-		}
-		if m := str(v[4]); m != "" {
-			p.Metadata = json.RawMessage(m)
-		}
-		out[id] = p
+		out[id] = presenceFromHash(id, cmds[i].Val())
 	}
 	return out, nil
+}
+
+// presenceFromHash reads a user hash's name, avatar, st, seen and meta.
+func presenceFromHash(id string, v []any) *Presence {
+	if len(v) < 5 || v[3] == nil {
+		return nil
+	}
+	p := &Presence{
+		Profile:  Profile{ID: id, Name: str(v[0]), Avatar: str(v[1])},
+		Status:   Status(str(v[2])),
+		LastSeen: msTime(str(v[3])),
+	}
+	if p.Status == "" {
+		p.Status = StatusOffline
+	}
+	if m := str(v[4]); m != "" {
+		p.Metadata = json.RawMessage(m)
+	}
+	return p
 }
 
 // Members implements Store.
@@ -616,17 +803,40 @@ func (s *RedisStore) Members(ctx context.Context, roomID string) ([]Member, erro
 	if s.closed() {
 		return nil, ErrClosed
 	}
-	flat, err := s.run(ctx, s.scripts.members, []string{s.roomKey(roomID, "members")}).StringSlice()
+	// The member list, then every member's profile and status in one
+	// pipelined round trip. Not a script: inside Lua each HMGET's reply is
+	// converted to a table and back, which cost more than the commands
+	// themselves (BENCHMARKS.md, "Redis cost pass 2"). The two reads are not
+	// one snapshot: a member who leaves in between is listed (their user
+	// record outlives them), and their leave event follows, as it would
+	// for a leave just after the read.
+	ids, err := s.client.ZRange(ctx, s.roomKey(roomID, "members"), 0, -1).Result()
 	if err != nil {
 		return nil, err
 	}
-	members := make([]Member, 0, len(flat)/5)
-	for i := 0; i+4 < len(flat); i += 5 {
-		members = append(members, Member{
-			Profile:  Profile{ID: flat[i], Name: flat[i+1], Avatar: flat[i+2]},
-			Status:   Status(flat[i+3]),
-			LastSeen: msTime(flat[i+4]),
-		})
+	members := make([]Member, 0, len(ids))
+	if len(ids) == 0 {
+		return members, nil
+	}
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HMGet(ctx, s.userKey(id, "user"), "name", "avatar", "st", "seen")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	for i, id := range ids {
+		v := cmds[i].Val()
+		m := Member{Profile: Profile{ID: id}, Status: StatusOffline}
+		if len(v) == 4 {
+			m.Name, m.Avatar = str(v[0]), str(v[1])
+			if st := str(v[2]); st != "" {
+				m.Status = Status(st)
+			}
+			m.LastSeen = msTime(str(v[3]))
+		}
+		members = append(members, m)
 	}
 	return members, nil
 }
@@ -913,26 +1123,10 @@ func (s *RedisStore) parseTTLKey(key string) (string, string, bool) {
 // expired, pipelining whatever has queued up.
 func (s *RedisStore) reapExpired(ctx context.Context) {
 	defer s.wg.Done()
-	batch := make([][2]string, 0, 256)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case r := <-s.reaps:
-			batch = append(batch[:0], r)
-		}
-	drain:
-		for len(batch) < cap(batch) {
-			select {
-			case r := <-s.reaps:
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
+	reapLoop(ctx, s.reaps, func(batch [][2]string) {
 		pipe := s.client.Pipeline()
 		for _, r := range batch {
-			s.scripts.endSession.EvalSha(ctx, pipe, s.endSessionKeys(r[0], r[1]), s.args([]any{r[0], r[1], "reap", 0})...)
+			s.evalOn(ctx, pipe, s.scripts.endSession, s.endSessionKeys(r[0], r[1]), s.args([]any{r[0], r[1], "reap", 0})...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, redis.Nil) {
 			// NOSCRIPT after a Redis restart flushed the script cache: load
@@ -940,6 +1134,31 @@ func (s *RedisStore) reapExpired(ctx context.Context) {
 			_ = s.loadScripts(ctx)
 			s.log.Warn("presence: reaping expired sessions failed; the sweeper will retry", "error", err)
 		}
+	})
+}
+
+// reapLoop calls reap, until ctx ends, with each batch of (user, session)
+// pairs from ch: the first that arrives and whatever queued up behind it
+// (at most 256), so a burst of expiries costs a few round trips.
+func reapLoop(ctx context.Context, ch <-chan [2]string, reap func([][2]string)) {
+	batch := make([][2]string, 0, 256)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-ch:
+			batch = append(batch[:0], r)
+		}
+	drain:
+		for len(batch) < cap(batch) {
+			select {
+			case r := <-ch:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		reap(batch)
 	}
 }
 
@@ -1016,8 +1235,10 @@ func msTime(s string) time.Time {
 // stateCheckInterval is how often a node asks Redis whether it still holds
 // the state the node knew: ten sweep intervals, between 100 ms and 1 s
 // (an INFO server and a GET: cheap).
-func (s *RedisStore) stateCheckInterval() time.Duration {
-	return min(max(10*s.opts.SweepInterval, 100*time.Millisecond), time.Second)
+func (s *RedisStore) stateCheckInterval() time.Duration { return stateCheckEvery(s.opts.SweepInterval) }
+
+func stateCheckEvery(sweep time.Duration) time.Duration {
+	return min(max(10*sweep, 100*time.Millisecond), time.Second)
 }
 
 // watchState runs checkState periodically, so that a state loss that does
@@ -1025,7 +1246,12 @@ func (s *RedisStore) stateCheckInterval() time.Duration {
 // that happens while nothing is written is still noticed.
 func (s *RedisStore) watchState(ctx context.Context) {
 	defer s.wg.Done()
-	t := time.NewTicker(s.stateCheckInterval())
+	watchStateLoop(ctx, s.stateCheckInterval(), s.checkState, s.log)
+}
+
+// watchStateLoop calls check every interval until ctx ends.
+func watchStateLoop(ctx context.Context, every time.Duration, check func(context.Context) (bool, error), log *slog.Logger) {
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -1033,8 +1259,8 @@ func (s *RedisStore) watchState(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if _, err := s.checkState(ctx); err != nil && ctx.Err() == nil {
-			s.log.Debug("presence: Redis state check failed", "error", err)
+		if _, err := check(ctx); err != nil && ctx.Err() == nil {
+			log.Debug("presence: Redis state check failed", "error", err)
 		}
 	}
 }

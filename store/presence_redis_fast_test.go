@@ -87,3 +87,42 @@ func TestRedisFastHeartbeatExpiry(t *testing.T) {
 		t.Fatalf("offline with deadline %v, before the last refreshes (started %v)", e.Deadline, start)
 	}
 }
+
+// The fast refresh does not move the user record's expiry (fast.lua): a
+// session kept alive by fast heartbeats and stream refreshes for several
+// times the lastSeen retention keeps its user record, profile and status,
+// because the refresh takes the full path (which moves the expiry) once the
+// last one is half a retention old. And a fast refresh within that time
+// really leaves the expiry alone.
+func TestRedisUserRecordOutlivesLongSessions(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	opts := Options{TTL: 300 * time.Millisecond, SweepInterval: 50 * time.Millisecond, LastSeenRetention: time.Second}
+	s := openRedis(t, srv, opts)
+	must(t, s.Join(ctx, "room-1", Heartbeat{User: alice, SessionID: sid1, Hold: time.Second}))
+	start := time.Now()
+	for time.Since(start) < 4*time.Second { // retention + ttl is 1.3 s
+		must(t, s.Heartbeat(ctx, Heartbeat{User: alice, SessionID: sid1}))
+		mustRefresh(t, s, StreamRefresh{User: alice, SessionID: sid1, Room: "room-1", Hold: time.Second})
+		time.Sleep(100 * time.Millisecond)
+	}
+	p, err := s.Presence(ctx, []string{"alice"})
+	must(t, err)
+	if a := p["alice"]; a == nil || a.Status != StatusOnline || a.Name != alice.Name {
+		t.Fatalf("alice after %v of refreshes: %+v, want online with her profile", time.Since(start), a)
+	}
+	wantMembers(t, s, "room-1", "alice:online")
+
+	// Retention 1 h: the join's full write set the expiry; the fast
+	// refreshes after it leave it where it was.
+	s2 := openRedis(t, srv, Options{TTL: time.Minute, SweepInterval: time.Hour, LastSeenRetention: time.Hour})
+	must(t, s2.Heartbeat(ctx, Heartbeat{User: bob, SessionID: sid1}))
+	bobKey := s2.userKey("bob", "user")
+	before := srv.Do(t, "PEXPIRETIME", bobKey)
+	time.Sleep(20 * time.Millisecond)
+	must(t, s2.Heartbeat(ctx, Heartbeat{User: bob, SessionID: sid1}))
+	mustRefresh(t, s2, StreamRefresh{User: bob, SessionID: sid1})
+	if after := srv.Do(t, "PEXPIRETIME", bobKey); after != before {
+		t.Errorf("bob's user record expiry moved by fast refreshes: %s, then %s", before, after)
+	}
+}

@@ -32,6 +32,19 @@ func TestRedisConformance(t *testing.T) {
 	runConformance(t, func(t *testing.T, opts Options) Store { return openRedis(t, srv, opts) })
 }
 
+// The suite again on a server that refuses FUNCTION: the scripts run as
+// EVALSHA, as on Redis 6.2 (redis_functions.go).
+func TestRedisConformanceEvalsha(t *testing.T) {
+	srv := redistest.StartWith(t, "--rename-command", "FUNCTION", "")
+	runConformance(t, func(t *testing.T, opts Options) Store {
+		s := openRedis(t, srv, opts)
+		if s.functions {
+			t.Fatal("the store loaded the FUNCTION library on a server without FUNCTION")
+		}
+		return s
+	})
+}
+
 func quick() Options {
 	return Options{TTL: time.Second, TypingTTL: time.Second, SweepInterval: 50 * time.Millisecond}
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -131,27 +132,7 @@ func failoverCheck(t *testing.T, d *redistest.Sentinel, fail func()) {
 	waitResync(t, subB, 20*time.Second)
 	resynced := time.Since(start)
 
-	truth := func(s Store) bool {
-		p, err := s.Presence(ctx, append([]string{"gone", "ended"}, live...))
-		if err != nil {
-			return false
-		}
-		for _, uid := range live {
-			if p[uid] == nil || p[uid].Status != StatusOnline {
-				return false
-			}
-		}
-		for _, uid := range []string{"gone", "ended"} {
-			if p[uid] != nil && p[uid].Status != StatusOffline {
-				return false
-			}
-		}
-		m, err := s.Members(ctx, "lobby")
-		if err != nil || len(m) != len(live) {
-			return false
-		}
-		return true
-	}
+	truth := func(s Store) bool { return showsTruth(s, live, "gone", "ended") }
 	eventually(t, 30*time.Second, "state settles on node a", func() bool { return truth(a) })
 	eventually(t, 30*time.Second, "state settles on node b", func() bool { return truth(b) })
 	settled := time.Since(start)
@@ -171,6 +152,28 @@ func failoverCheck(t *testing.T, d *redistest.Sentinel, fail func()) {
 	// The new primary has expiry notifications on and runs the scripts.
 	must(t, a.Heartbeat(ctx, Heartbeat{User: Profile{ID: "late"}, SessionID: "session-late", TTL: time.Second}))
 	waitEvent(t, subB, expiryTimeout, isOffline("late"))
+}
+
+// showsTruth reports whether s shows exactly the live users online and in
+// room "lobby", and the gone ones offline.
+func showsTruth(s Store, live []string, gone ...string) bool {
+	ctx := context.Background()
+	p, err := s.Presence(ctx, append(slices.Clone(gone), live...))
+	if err != nil {
+		return false
+	}
+	for _, uid := range live {
+		if p[uid] == nil || p[uid].Status != StatusOnline {
+			return false
+		}
+	}
+	for _, uid := range gone {
+		if p[uid] != nil && p[uid].Status != StatusOffline {
+			return false
+		}
+	}
+	m, err := s.Members(ctx, "lobby")
+	return err == nil && len(m) == len(live)
 }
 
 // A planned failover (SENTINEL FAILOVER): the replica is promoted with the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -23,7 +24,7 @@ import (
 func (s *RedisStore) Deliveries(opts DeliveryOptions) (Deliveries, error) {
 	opts = opts.withDefaults()
 	d := &redisDeliveries{
-		s: s, opts: opts,
+		client: s.client, log: s.log, opts: opts,
 		consumer: randomToken(),
 		stream:   s.key("log"),
 		lease:    s.key("lease:" + opts.Group),
@@ -40,7 +41,8 @@ func (s *RedisStore) Deliveries(opts DeliveryOptions) (Deliveries, error) {
 }
 
 type redisDeliveries struct {
-	s        *RedisStore
+	client   redis.UniversalClient
+	log      *slog.Logger
 	opts     DeliveryOptions
 	consumer string
 	stream   string
@@ -67,7 +69,7 @@ func (d *redisDeliveries) ensureGroup(ctx context.Context) error {
 		return nil
 	}
 	// "$": transitions from before the first webhook consumer are history.
-	err := d.s.client.XGroupCreateMkStream(ctx, d.stream, d.opts.Group, "$").Err()
+	err := d.client.XGroupCreateMkStream(ctx, d.stream, d.opts.Group, "$").Err()
 	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
 		return fmt.Errorf("redis webhook group: %w", err)
 	}
@@ -78,28 +80,44 @@ func (d *redisDeliveries) ensureGroup(ctx context.Context) error {
 func (d *redisDeliveries) Claim(ctx context.Context, n int) ([]Delivery, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if held, err := d.takeLease(ctx); !held || err != nil {
+		return nil, err
+	}
+	return d.claim(ctx, n, min(d.opts.Visibility/3, time.Second))
+}
+
+// takeLease renews or takes the consumer lease; without it, it waits well
+// within the holder's lease and reports false.
+func (d *redisDeliveries) takeLease(ctx context.Context) (bool, error) {
 	vis := d.opts.Visibility
-	held, err := leaseScript.Run(ctx, d.s.client, []string{d.lease}, d.consumer, vis.Milliseconds()).Int()
+	held, err := leaseScript.Run(ctx, d.client, []string{d.lease}, d.consumer, vis.Milliseconds()).Int()
 	if err != nil {
-		return nil, fmt.Errorf("redis webhook lease: %w", err)
+		return false, fmt.Errorf("redis webhook lease: %w", err)
 	}
 	if held == 0 {
 		// Another node is the consumer: look again well within its lease.
-		wait := min(vis/4, time.Second)
-		t := time.NewTimer(wait)
+		t := time.NewTimer(min(vis/4, time.Second))
 		defer t.Stop()
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return false, ctx.Err()
 		case <-t.C:
-			return nil, nil
+			return false, nil
 		}
 	}
+	return true, nil
+}
+
+// claim returns up to n deliveries of the stream: first those left pending
+// for Visibility, else new ones, waiting up to block for them (block < 0:
+// not at all).
+func (d *redisDeliveries) claim(ctx context.Context, n int, block time.Duration) ([]Delivery, error) {
+	vis := d.opts.Visibility
 	if err := d.ensureGroup(ctx); err != nil {
 		return nil, err
 	}
 	// Entries a stopped consumer (or this one) left pending for Visibility.
-	msgs, start, err := d.s.client.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+	msgs, start, err := d.client.XAutoClaim(ctx, &redis.XAutoClaimArgs{
 		Stream: d.stream, Group: d.opts.Group, Consumer: d.consumer,
 		MinIdle: vis, Start: d.cursor, Count: int64(n),
 	}).Result()
@@ -113,8 +131,7 @@ func (d *redisDeliveries) Claim(ctx context.Context, n int) ([]Delivery, error) 
 	if len(msgs) > 0 {
 		return d.decode(ctx, msgs), nil
 	}
-	block := min(vis/3, time.Second)
-	res, err := d.s.client.XReadGroup(ctx, &redis.XReadGroupArgs{
+	res, err := d.client.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group: d.opts.Group, Consumer: d.consumer,
 		Streams: []string{d.stream, ">"}, Count: int64(n), Block: block,
 	}).Result()
@@ -140,7 +157,7 @@ func (d *redisDeliveries) noGroup(err error) bool {
 	if strings.HasPrefix(err.Error(), "NOGROUP") {
 		d.grouped = false
 		d.cursor = "0-0"
-		d.s.log.Warn("presence: webhook consumer group lost (Redis state loss?); creating it again: transitions in between are not delivered")
+		d.log.Warn("presence: webhook consumer group lost (Redis state loss?); creating it again: transitions in between are not delivered")
 		return true
 	}
 	return false
@@ -176,7 +193,7 @@ func (d *redisDeliveries) Ack(ctx context.Context, ids ...string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	if err := d.s.client.XAck(ctx, d.stream, d.opts.Group, ids...).Err(); err != nil {
+	if err := d.client.XAck(ctx, d.stream, d.opts.Group, ids...).Err(); err != nil {
 		return fmt.Errorf("redis webhook ack: %w", err)
 	}
 	return nil
@@ -185,5 +202,5 @@ func (d *redisDeliveries) Ack(ctx context.Context, ids ...string) error {
 func (d *redisDeliveries) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	return releaseScript.Run(ctx, d.s.client, []string{d.lease}, d.consumer).Err()
+	return releaseScript.Run(ctx, d.client, []string{d.lease}, d.consumer).Err()
 }

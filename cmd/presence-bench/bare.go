@@ -57,6 +57,7 @@ func bareMain(args []string) int {
 	gw.String("redis-url", "", "ignored")
 	gw.Duration("ttl", 0, "ignored")
 	gw.Duration("heartbeat", 0, "ignored")
+	gw.Bool("rate-limit", false, "ignored (the bare server has no rate limits)")
 	if err := gw.Parse(fs.Args()); err != nil {
 		return 2
 	}

@@ -689,3 +689,62 @@ func logf(format string, args ...any) {
 func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }
+
+// redisInfo returns the INFO reply for section (one bulk string).
+func redisInfo(addr, section string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(respCmd("INFO", section)); err != nil {
+		return "", err
+	}
+	r := bufio.NewReader(c)
+	head, err := r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(strings.TrimRight(head, "\r\n"), "$"))
+	if err != nil {
+		return "", fmt.Errorf("INFO reply %q", head)
+	}
+	buf := make([]byte, n)
+	_, err = io.ReadFull(r, buf)
+	return string(buf), err
+}
+
+// redisCommandStats is INFO commandstats as command → (calls, usec).
+func redisCommandStats(addr string) (map[string][2]float64, error) {
+	info, err := redisInfo(addr, "commandstats")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][2]float64{}
+	for line := range strings.SplitSeq(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		cmd, isCmd := strings.CutPrefix(name, "cmdstat_")
+		if !ok || !isCmd {
+			continue
+		}
+		var v [2]float64
+		for kv := range strings.SplitSeq(rest, ",") {
+			k, val, _ := strings.Cut(kv, "=")
+			f, _ := strconv.ParseFloat(val, 64)
+			switch k {
+			case "calls":
+				v[0] = f
+			case "usec":
+				v[1] = f
+			}
+		}
+		out[cmd] = v
+	}
+	return out, nil
+}
+
+// redisAddr is host:port of a redis:// URL (the tool's own redis-server).
+func redisAddr(u string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(u, "redis://"), "/0")
+}

@@ -105,6 +105,10 @@ func runHeartbeatCase(c *common, e *env, reqs [][]byte, conc int, duration, warm
 	sent0 := sent.Load()
 	err0 := errs.Load()
 	meter := newCPUMeter(e.cpuPIDs())
+	var stats0 map[string][2]float64
+	if e.redisU != "" {
+		stats0, _ = redisCommandStats(redisAddr(e.redisU))
+	}
 	waitProf := e.profile(fmt.Sprintf("heartbeat-%s-c%d", c.backend, conc), duration)
 	measuring.Store(true)
 	t0 := time.Now()
@@ -113,6 +117,10 @@ func runHeartbeatCase(c *common, e *env, reqs [][]byte, conc int, duration, warm
 	el := time.Since(t0)
 	sentN := sent.Load() - sent0
 	cpu := meter.stop()
+	var stats1 map[string][2]float64
+	if stats0 != nil {
+		stats1, _ = redisCommandStats(redisAddr(e.redisU))
+	}
 	close(stop)
 	wg.Wait()
 	waitProf()
@@ -120,11 +128,25 @@ func runHeartbeatCase(c *common, e *env, reqs [][]byte, conc int, duration, warm
 	logf("heartbeat conc=%d: %.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d, non-200 %d, cpu %v",
 		conc, float64(s.N)/el.Seconds(), s.P50, s.P99, errs.Load()-err0, non200.Load(), cpu)
 	_ = sentN
+	var perHB map[string]any
+	if stats1 != nil && s.N > 0 {
+		// What Redis ran per heartbeat, from INFO commandstats: EVALSHA
+		// calls (fast try + full heartbeat) and their usec, which is the
+		// scripts' own time without the network I/O used_cpu includes.
+		perHB = map[string]any{}
+		for cmd, v := range stats1 {
+			if d := (v[0] - stats0[cmd][0]) / float64(s.N); d >= 0.01 && cmd != "info" {
+				perHB[cmd] = map[string]any{"calls": round2(d), "usec": round2((v[1] - stats0[cmd][1]) / float64(s.N))}
+			}
+		}
+		logf("heartbeat conc=%d: redis commands per heartbeat %v", conc, perHB)
+	}
 	c.emit(result{
 		Scenario: "heartbeat", Case: fmt.Sprintf("conc=%d nodes=%d rate=%d", conc, len(e.nodes), rate),
 		Figures: map[string]any{
-			"heartbeats_per_s": round1(float64(s.N) / el.Seconds()),
-			"latency":          s, "errors": errs.Load() - err0, "non200": non200.Load(),
+			"redis_commands_per_heartbeat": perHB,
+			"heartbeats_per_s":             round1(float64(s.N) / el.Seconds()),
+			"latency":                      s, "errors": errs.Load() - err0, "non200": non200.Load(),
 			"users": len(reqs), "conc": conc, "seconds": round2(el.Seconds()),
 			// CPU time per request is less sensitive to a busy machine than
 			// the rate: the figure to compare before/after a change.

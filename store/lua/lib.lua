@@ -1,5 +1,7 @@
--- lib.lua: shared by every presence script; prepended to each one when the
--- scripts are loaded (see presence_redis.go). Not a script by itself.
+-- lib.lua: shared by every presence script. On Redis 7 it is the top of the
+-- presence FUNCTION library, every script a function of it; on Redis 6.2 it
+-- is prepended to each script (see presence_redis.go, luaLibrary). Not a
+-- script by itself.
 --
 -- Every script receives the same first three ARGV:
 --   ARGV[1] key prefix, ARGV[2] lastSeen retention (ms), ARGV[3] event log
@@ -9,6 +11,7 @@
 -- room's keys the {r:<id>} tag, so each lives in one cluster slot:
 --   P{u:ID}:user       hash  name, avatar, meta, seen (lastSeen ms), st (last published status)
 --   P{u:ID}:sess       hash  session id -> {"s":status,"d":deadline ms,"r":[rooms],
+--                            "!w":ms of the last full write (fast.lua),
 --                            "h":{room: deadline ms}} (h: the stream-held rooms
 --                            of r, absent when there are none). d and the values
 --                            of h are only as of the last full write: the fast
@@ -31,21 +34,30 @@
 -- cluster whose slots are pinned by one hash tag per deployment), not a
 -- sharded cluster.
 
-local P = ARGV[1]
-local RETENTION = tonumber(ARGV[2])
-local LOGMAX = tonumber(ARGV[3])
+-- The per-call values, set by begin: loaded as a Redis FUNCTION library
+-- (presence_redis.go), this file's top level runs once, at FUNCTION LOAD,
+-- not on every call, so nothing here may depend on a call's ARGV or time.
+local P, RETENTION, LOGMAX, NOW
+local DEADLINES, MEMBER_DEADLINES, TYPING_DEADLINES
 
-local t = redis.call('TIME')
-local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- begin is the first statement of every script or function that uses the
+-- library.
+local function begin(argv)
+  P = argv[1]
+  RETENTION = tonumber(argv[2])
+  LOGMAX = tonumber(argv[3])
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  DEADLINES = P .. 'deadlines'
+  MEMBER_DEADLINES = P .. 'member-deadlines'
+  TYPING_DEADLINES = P .. 'typing-deadlines'
+end
 
 local RANK = { busy = 3, online = 2, away = 1 }
 local BY_RANK = { [0] = 'offline', [1] = 'away', [2] = 'online', [3] = 'busy' }
 
 local function ukey(uid, what) return P .. '{u:' .. uid .. '}:' .. what end
 local function rkey(room, what) return P .. '{r:' .. room .. '}:' .. what end
-local DEADLINES = P .. 'deadlines'
-local MEMBER_DEADLINES = P .. 'member-deadlines'
-local TYPING_DEADLINES = P .. 'typing-deadlines'
 
 local function emit(ev)
   ev.at = NOW
@@ -108,10 +120,11 @@ local function clear_typing(room, uid, deadline)
 end
 
 -- set_status records and announces a change of the user's aggregate status.
-local function set_status(uid, from, to, rooms, deadline)
+-- name and avatar: the user's profile when the caller has it (else read).
+local function set_status(uid, from, to, rooms, deadline, name, avatar)
   if from == to then return end
   redis.call('HSET', ukey(uid, 'user'), 'st', to)
-  local name, avatar = profile(uid)
+  if not name then name, avatar = profile(uid) end
   emit({ k = 'status', u = uid, n = name, a = avatar, from = from, to = to,
          rooms = table.concat(rooms, ' '), dl = deadline })
 end
@@ -243,8 +256,10 @@ local function heartbeat_one(K, ko, A, ao)
 
   local from = published_status(uid)
   local raw = redis.call('HGET', K[ko + 2], sid)
-  if not raw and redis.call('HLEN', K[ko + 2]) >= tonumber(A[ao + 10]) then
-    return false, 'PRESENCE_LIMIT sessions'
+  local others -- for a new session: how many the user has besides it
+  if not raw then
+    others = redis.call('HLEN', K[ko + 2])
+    if others >= tonumber(A[ao + 10]) then return false, 'PRESENCE_LIMIT sessions' end
   end
   local rec
   if raw then rec = cjson.decode(raw) else rec = { s = 'online', r = {} } end
@@ -274,6 +289,7 @@ local function heartbeat_one(K, ko, A, ao)
       redis.call('ZREM', K[ko + 7], entry)
     end
   end
+  rec['!w'] = NOW -- when the user record's expiry was last moved (see fast.lua)
   redis.call('HSET', K[ko + 2], sid, cjson.encode(rec))
   redis.call('SET', K[ko + 3], '1', 'PX', ttl)
   redis.call('ZADD', K[ko + 4], rec.d, uid .. ' ' .. sid)
@@ -289,11 +305,18 @@ local function heartbeat_one(K, ko, A, ao)
   -- sessions are not read again.
   if rec.s ~= previous then
     local rooms
-    to, rooms = aggregate(uid)
+    if others == 0 then
+      -- The user's first session: its status and rooms are the user's,
+      -- without reading and decoding the sessions back.
+      to, rooms = BY_RANK[RANK[rec.s] or 0], {}
+      for _, r in ipairs(rec.r) do rooms[r] = true end
+    else
+      to, rooms = aggregate(uid)
+    end
     -- A new membership is announced after the status, so the status event
     -- lists only the rooms the user was already in.
     if room ~= '' and not member then rooms[room] = nil end
-    set_status(uid, from, to, sorted_keys(rooms), nil)
+    set_status(uid, from, to, sorted_keys(rooms), nil, A[ao + 3], A[ao + 4])
   end
 
   if room ~= '' and not member then

@@ -758,3 +758,35 @@ func asString(v any) string {
 // "{" and the first "}" after it, if that is not empty ("{}" and an
 // unclosed "{" hash the whole key), as in the Redis Cluster specification.
 func Slot(key string) int { return redisslot.Of(key) }
+
+// FailoverPrimaryOf promotes a replica of slot's master with CLUSTER
+// FAILOVER (a planned failover: the old master stays up and becomes a
+// replica of the promoted one) and returns the promoted node once every
+// live node agrees. It needs Replicas >= 1.
+func (c *Cluster) FailoverPrimaryOf(t testing.TB, slot int) (promoted *Server) {
+	t.Helper()
+	old := c.PrimaryOf(t, slot)
+	v := c.mustView(t, old)
+	for _, n := range v.nodes {
+		if n.masterID == c.ids[old] && !n.failed {
+			if s := c.byID(n.id); s != nil && s.alive() {
+				promoted = s
+				break
+			}
+		}
+	}
+	if promoted == nil {
+		t.Fatalf("redistest: the master of slot %d (%s) has no live replica; CLUSTER NODES:\n%s", slot, old.Addr, v.raw)
+	}
+	if r := c.DoOn(t, promoted, "CLUSTER", "FAILOVER"); r != "+OK" && r != "OK" {
+		t.Fatalf("CLUSTER FAILOVER on %s: %s", promoted.Addr, r)
+	}
+	id := c.ids[promoted]
+	c.settle(t, func(v *clusterView) error {
+		if v.owner[slot] != id {
+			return fmt.Errorf("slot %d not yet owned by %s", slot, promoted.Addr)
+		}
+		return nil
+	})
+	return promoted
+}

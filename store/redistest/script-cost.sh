@@ -23,6 +23,7 @@ fast=$(redis-cli -p $P script load "$(cat fast.lua)
 $(cat refresh_fast.lua)")
 new=$(redis-cli -p $P script load "$(cat fast.lua)
 $(cat lib.lua)
+begin(ARGV)
 $(cat heartbeat.lua)")
 redis-cli -p $P evalsha "$old" "${K[@]}" "${A[@]}" >/dev/null # create the session
 cpu() { redis-cli -p $P info cpu | awk -F: '/used_cpu_(user|sys):/{s+=$2} END{printf "%.6f", s}'; }

@@ -16,14 +16,17 @@
 -- Key layout (P = prefix, T = the partition's tag; '/' separates because
 -- no id may contain it):
 --   P{T}u/ID/user      hash  name, avatar, meta, seen (ms), st (the user's published status)
---   P{T}u/ID/sess      hash  session id -> "status|entries": entries are space
+--   P{T}u/ID/sess      hash  session id -> "status|gen|entries": gen tells this
+--                            instance of the session from an earlier one of the
+--                            same id (its creation time in µs); entries are space
 --                            separated rooms, "+room" (an API join: lives as long
 --                            as the session) or "~room" (held by a stream)
 --   P{T}u/ID/ttl/SID   string with PX ttl: its expiry raises the keyspace event
 --   P{T}u/ID/end/SID   string with PX ended-retention: the EndSession tombstone
 --   P{T}deadlines      zset  "uid sid" -> session deadline ms
 --   P{T}r/ID/members   zset  user id -> ms the user became a member
---   P{T}r/ID/ms        hash  "uid sid" -> "+" or "~": the room's memberships per session
+--   P{T}r/ID/ms        hash  "uid sid" -> kind ("+" or "~") then the session's gen:
+--                            the room's memberships per session instance
 --   P{T}r/ID/n         hash  user id -> how many of the user's sessions are members
 --   P{T}r/ID/typing    zset  user id -> ms the user started typing
 --   P{T}r/ID/tnames    hash  user id -> display name while typing
@@ -37,13 +40,17 @@
 -- rooms by follow-up calls from the node that made it; if that node dies in
 -- between, the memberships end at their own deadlines.
 
-local CHANNEL = ARGV[1]
-local RETENTION = tonumber(ARGV[2])
-local LOGMAX = tonumber(ARGV[3])
-local LOG = KEYS[1]
+-- The per-call values, set by begin(KEYS, ARGV): the first statement of
+-- every script that uses the library (presence_cluster.go puts it there).
+-- On Redis 7 the library is the top level of a FUNCTION library, run once
+-- at FUNCTION LOAD, not once per call (cluster_functions.go).
+local CHANNEL, RETENTION, LOGMAX, LOG, t, NOW
 
-local t = redis.call('TIME')
-local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function begin(keys, argv)
+  CHANNEL, RETENTION, LOGMAX, LOG = argv[1], tonumber(argv[2]), tonumber(argv[3]), keys[1]
+  t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 
 local RANK = { busy = 3, online = 2, away = 1 }
 local BY_RANK = { [0] = 'offline', [1] = 'away', [2] = 'online', [3] = 'busy' }
@@ -55,21 +62,27 @@ local function emit(ev)
   redis.call('SPUBLISH', CHANNEL, id .. ' ' .. payload)
 end
 
--- parse splits a session record into its status and its entries (a list of
--- {kind, room}).
+-- parse splits a session record into its status, its entries (a list of
+-- {kind, room}) and its gen.
 local function parse(raw)
-  local bar = string.find(raw, '|', 1, true)
+  local b1 = string.find(raw, '|', 1, true)
+  local b2 = string.find(raw, '|', b1 + 1, true)
   local entries = {}
-  for e in string.gmatch(string.sub(raw, bar + 1), '%S+') do
+  for e in string.gmatch(string.sub(raw, b2 + 1), '%S+') do
     entries[#entries + 1] = { string.sub(e, 1, 1), string.sub(e, 2) }
   end
-  return string.sub(raw, 1, bar - 1), entries
+  return string.sub(raw, 1, b1 - 1), entries, string.sub(raw, b1 + 1, b2 - 1)
 end
 
-local function format(status, entries)
+local function format(status, gen, entries)
   local parts = {}
   for i, e in ipairs(entries) do parts[i] = e[1] .. e[2] end
-  return status .. '|' .. table.concat(parts, ' ')
+  return status .. '|' .. gen .. '|' .. table.concat(parts, ' ')
+end
+
+-- new_gen is a new session instance's gen: the server's time in µs.
+local function new_gen()
+  return t[1] .. string.format('%06d', tonumber(t[2]))
 end
 
 local function sorted_keys(set)

@@ -7,17 +7,21 @@
 -- id; ARGV[7] mode: "leave" (unconditional), "held" (only a stream-held
 -- membership) or "reap" (only when its deadline has passed); ARGV[8] the
 -- user's status; ARGV[9] name; ARGV[10] avatar; ARGV[11] the deadline that
--- caused it (ms, 0 for none; a reap uses the membership's own).
+-- caused it (ms, 0 for none; a reap uses the membership's own); ARGV[12]
+-- the session instance's gen ("" for any): the follow-up of a session's end
+-- leaves a newer instance of the same session id alone.
 -- Returns {left (1 if the user left the room), kind ("" if there was no
 -- such membership, or it was kept)}.
 local room, uid = ARGV[4], ARGV[5]
 local f = uid .. ' ' .. ARGV[6]
 local entry = room .. ' ' .. f
-local kind = redis.call('HGET', KEYS[3], f)
-if not kind then
+local v = redis.call('HGET', KEYS[3], f)
+if not v then
   redis.call('ZREM', KEYS[5], entry)
   return { 0, '' }
 end
+if ARGV[12] ~= '' and string.sub(v, 2) ~= ARGV[12] then return { 0, '' } end
+local kind = string.sub(v, 1, 1)
 local mode = ARGV[7]
 local deadline = tonumber(ARGV[11])
 if deadline == 0 then deadline = nil end

@@ -1,21 +1,26 @@
--- room_refresh.lua: the hot refresh of one session's membership of a room.
--- Runs without lib.lua.
--- KEYS[1] P{T}r/ROOM/ms   KEYS[2] P{T}mdl
--- ARGV[1] "uid sid"; ARGV[2] room; ARGV[3] hold ms (0: the membership is
--- an API join); ARGV[4] the session's ttl ms.
--- Returns 1 when the membership exists with the kind the call keeps and its
--- deadline moved (now+hold if held, now+ttl if permanent), 0 otherwise
--- (nothing written: the caller runs room_join.lua).
-local kind = redis.call('HGET', KEYS[1], ARGV[1])
-if not kind then return 0 end
-local d
-if kind == '~' then
-  d = tonumber(ARGV[3])
-  if d <= 0 then return 0 end -- an API join of a held membership: room_join makes it permanent
-else
-  d = tonumber(ARGV[4])
-end
+-- room_refresh.lua: the hot refresh of sessions' memberships of rooms; any
+-- number of items of one partition in one call. Runs without lib.lua.
+-- Item i (from 0) has KEYS[2i+1..2i+2]: P{T}r/ROOM/ms, P{T}mdl; and
+-- ARGV[4i+1..4i+4]: "uid sid"; room; hold ms (0: the membership is an API
+-- join); the session's ttl ms.
+-- Returns one number per item: 1 when the membership exists with the kind
+-- the call keeps and its deadline moved (now+hold if held, now+ttl if
+-- permanent), 0 otherwise (nothing written: the caller runs room_join.lua).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[2], now + d, ARGV[2] .. ' ' .. ARGV[1])
-return 1
+local out = {}
+for i = 0, #KEYS / 2 - 1 do
+  local k, a = i * 2, i * 4
+  out[i + 1] = 0
+  local v = redis.call('HGET', KEYS[k + 1], ARGV[a + 1])
+  if v then
+    local d = tonumber(ARGV[a + 4])
+    if string.sub(v, 1, 1) == '~' then d = tonumber(ARGV[a + 3]) end
+    -- d <= 0: an API join of a held membership, which room_join makes permanent.
+    if d > 0 then
+      redis.call('ZADD', KEYS[k + 2], now + d, ARGV[a + 2] .. ' ' .. ARGV[a + 1])
+      out[i + 1] = 1
+    end
+  end
+end
+return out

@@ -8,7 +8,8 @@
 -- "end" (unconditional) or "reap" (only when due); ARGV[7] how long the
 -- tombstone of an "end" stands (ms).
 -- Returns nil if no session was removed, else {status after, deadline ms
--- (0 for an end), name, avatar, room, room, ...}: the session's rooms.
+-- (0 for an end), name, avatar, gen, room, room, ...}: the session
+-- instance's gen and rooms.
 local uid, sid = ARGV[4], ARGV[5]
 local entry = uid .. ' ' .. sid
 local raw = redis.call('HGET', KEYS[3], sid)
@@ -38,7 +39,7 @@ if not raw then return nil end
 local from = redis.call('HGET', KEYS[2], 'st') or 'offline'
 redis.call('HDEL', KEYS[3], sid)
 redis.call('DEL', KEYS[4])
-local _, entries = parse(raw)
+local _, entries, gen = parse(raw)
 local to, rooms_after = aggregate(KEYS[3], nil)
 if to == 'offline' then
   for _, e in ipairs(entries) do rooms_after[e[2]] = true end
@@ -46,6 +47,6 @@ end
 set_status(KEYS[2], uid, from, to, sorted_keys(rooms_after), deadline)
 redis.call('PEXPIRE', KEYS[2], RETENTION)
 local p = redis.call('HMGET', KEYS[2], 'name', 'avatar')
-local out = { to, deadline or 0, p[1] or '', p[2] or '' }
+local out = { to, deadline or 0, p[1] or '', p[2] or '', gen }
 for _, e in ipairs(entries) do out[#out + 1] = e[2] end
 return out

@@ -10,9 +10,9 @@
 -- most rooms per session; ARGV[15] hold ms of the membership (0: an API
 -- join, permanent); ARGV[16] "client" (clears the session's EndSession
 -- tombstone) or "stream" (refused while it stands).
--- Returns "status|kind|perm": the user's status after the call, the room's
--- kind in the session ("+" or "~", "" without a room) and the session's
--- API-joined rooms, space separated.
+-- Returns "status|kind|gen|perm": the user's status after the call, the
+-- room's kind in the session ("+" or "~", "" without a room), the session
+-- instance's gen and its API-joined rooms, space separated.
 local uid, sid = ARGV[4], ARGV[5]
 local ttl = tonumber(ARGV[11])
 local room = ARGV[12]
@@ -25,8 +25,8 @@ local raw = redis.call('HGET', KEYS[3], sid)
 if not raw and redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[13]) then
   return redis.error_reply('PRESENCE_LIMIT sessions')
 end
-local status, entries = 'online', {}
-if raw then status, entries = parse(raw) end
+local status, entries, gen = 'online', {}, nil
+if raw then status, entries, gen = parse(raw) else gen = new_gen() end
 local previous = raw and status
 if ARGV[8] ~= '' then status = ARGV[8] end
 local kind, at = '', nil
@@ -46,7 +46,7 @@ if ARGV[16] ~= 'stream' then redis.call('DEL', KEYS[5]) end
 if room ~= '' then
   if at then entries[at][1] = kind else entries[#entries + 1] = { kind, room } end
 end
-redis.call('HSET', KEYS[3], sid, format(status, entries))
+redis.call('HSET', KEYS[3], sid, format(status, gen, entries))
 redis.call('SET', KEYS[4], '1', 'PX', ttl)
 redis.call('ZADD', KEYS[6], NOW + ttl, uid .. ' ' .. sid)
 redis.call('HSET', KEYS[2], 'name', ARGV[6], 'avatar', ARGV[7], 'seen', NOW)
@@ -67,4 +67,4 @@ if status ~= previous then
 end
 local perm = {}
 for _, e in ipairs(entries) do if e[1] == '+' then perm[#perm + 1] = e[2] end end
-return to .. '|' .. kind .. '|' .. table.concat(perm, ' ')
+return to .. '|' .. kind .. '|' .. gen .. '|' .. table.concat(perm, ' ')

@@ -6,7 +6,7 @@
 -- Returns {status, name, avatar} of the user.
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
 if raw then
-  local bar = string.find(raw, '|', 1, true)
+  local bar = string.find(raw, '|', string.find(raw, '|', 1, true) + 1, true)
   local kept, changed = {}, false
   for e in string.gmatch(string.sub(raw, bar + 1), '%S+') do
     if string.sub(e, 2) == ARGV[2] and (ARGV[3] == 'leave' or string.sub(e, 1, 1) == '~') then
