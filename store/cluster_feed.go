@@ -103,6 +103,7 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 	health := time.NewTicker(time.Second)
 	defer health.Stop()
 	started := time.Now()
+	probed := started // when this node's last probe came back through the channel
 	for {
 		var msg any
 		select {
@@ -122,6 +123,18 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 				s.log.Debug("presence: partition subscription unhealthy; resubscribing", "partition", p.index, "error", err)
 				return last
 			}
+			// The end-to-end check: go-redis redials a dropped connection
+			// by itself, from the slot map it has then, and a subscription
+			// it sends to a node that does not serve the slot is refused
+			// without a word to us, while the connection stays up. So
+			// every second a probe goes through the partition's channel;
+			// if this node's probes stop coming back, subscribe afresh
+			// (what was published meanwhile comes from the log).
+			if s.partSubbed[p.index].Load() && time.Since(probed) > probeLoss {
+				s.log.Warn("presence: partition subscription hears nothing; resubscribing", "partition", p.index)
+				return last
+			}
+			_ = s.client.SPublish(ctx, p.channel, "probe "+s.probeToken).Err()
 			continue
 		case msg = <-ch:
 		}
@@ -132,6 +145,7 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 			}
 			switch m.Kind {
 			case "ssubscribe":
+				probed = time.Now()
 				if _, err := s.checkState(ctx); err != nil && ctx.Err() == nil {
 					s.log.Warn("presence: checking Redis Cluster state after resubscribe failed; will retry", "error", err)
 				}
@@ -147,6 +161,12 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 				continue
 			}
 			id, payload, ok := strings.Cut(m.Payload, " ")
+			if id == "probe" {
+				if payload == s.probeToken {
+					probed = time.Now()
+				}
+				continue
+			}
 			if !ok || compareStreamIDs(id, last) <= 0 {
 				continue // malformed, or already delivered by a catch-up
 			}
@@ -155,6 +175,10 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 		}
 	}
 }
+
+// probeLoss is how long a partition subscription may hear none of its
+// node's own probes (one a second) before it is made again.
+const probeLoss = 3500 * time.Millisecond
 
 // catchUp delivers p's log entries after last and returns the new last id.
 func (s *ClusterStore) catchUp(ctx context.Context, p *partition, last string) string {

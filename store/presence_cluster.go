@@ -57,6 +57,7 @@ type ClusterStore struct {
 	reaps      chan [2]string
 	lastReload atomic.Int64 // unix ns of the last slot map reload exec asked for
 	ops        opQueue      // concurrent Heartbeat and Join calls, sent together
+	probeToken string       // this node's probes through the partition channels (cluster_feed.go)
 
 	pendingMu sync.Mutex
 	pending   map[string]*Subscription // barrier token → subscription waiting for its barriers
@@ -192,6 +193,7 @@ func NewCluster(ctx context.Context, redisURL string, opts Options, log *slog.Lo
 		pending:    make(map[string]*Subscription),
 		runIDs:     make(map[string]string),
 		epochs:     make([]string, ClusterPartitions),
+		probeToken: randomToken(),
 	}
 	s.fnOf = map[*redis.Script]string{}
 	s.scripts = clusterScripts{

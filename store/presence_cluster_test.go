@@ -402,3 +402,35 @@ func TestClusterConcurrentCallsCoalesced(t *testing.T) {
 		t.Fatalf("a cancelled heartbeat was applied: %+v", p)
 	}
 }
+
+// A partition subscription that go-redis re-made after a dropped
+// connection but that the shard refused (here: the user lost its channel
+// permission just then) is dead while its connection still answers PING.
+// The node's probes through the channel stop coming back, so it subscribes
+// afresh once it may, and the events published meanwhile come from the log.
+func TestClusterSilentlyRefusedSubscriptionHeals(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterConfig{})
+	for _, n := range c.Nodes {
+		c.DoOn(t, n, "ACL", "SETUSER", "gw", "on", ">gw-password", "~*", "&*", "+@all")
+	}
+	url := strings.Replace(c.URL(), "redis+cluster://", "redis+cluster://gw:gw-password@", 1)
+	s, err := NewCluster(context.Background(), url, Options{TTL: time.Minute, SweepInterval: 50 * time.Millisecond,
+		KeyPrefix: redistest.Prefix(t)}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	waitReady(t, s)
+	sub := mustSubscribe(t, s)
+	shard := c.PrimaryOf(t, partOf(s.parts, "alice").slot)
+	// Without channel permission the shard drops the subscribed
+	// connections; go-redis redials and its SSUBSCRIBE is refused.
+	c.DoOn(t, shard, "ACL", "SETUSER", "gw", "resetchannels")
+	time.Sleep(500 * time.Millisecond)
+	c.DoOn(t, shard, "ACL", "SETUSER", "gw", "allchannels")
+	ctx := context.Background()
+	eventually(t, eventTimeout, "alice's heartbeat accepted", func() bool {
+		return s.Heartbeat(ctx, hbeat(alice, sid1, "")) == nil
+	})
+	expectStatus(t, sub, 20*time.Second, "alice", StatusOffline, StatusOnline)
+}
