@@ -314,8 +314,9 @@ type lockedWriter struct {
 func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	// Bound the log: a soak runs for minutes.
-	if l.w.Len() > 1<<20 {
+	// Bound the log: a soak runs for minutes (8 MiB holds a 10-minute
+	// soak's node log, which the soak writes to bin/soak/ for analysis).
+	if l.w.Len() > 8<<20 {
 		l.w.Reset()
 	}
 	return l.w.Write(p)
