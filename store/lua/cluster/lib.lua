@@ -1,6 +1,6 @@
--- lib.lua (cluster): shared by the Redis Cluster scripts that emit events;
--- prepended to each of them when they are loaded (see presence_cluster.go).
--- Not a script by itself.
+-- lib.lua (cluster): shared by the Redis Cluster scripts that emit events:
+-- the top level of the cluster's FUNCTION library, or prepended to each of
+-- them as an EVALSHA script (cluster_functions.go). Not a script by itself.
 --
 -- Each call touches the keys of one partition only, all declared in KEYS
 -- and all in the partition's hash slot, so a call runs on one shard. A
