@@ -14,15 +14,10 @@ package nodetest
 // writes: the oracle opens a loss window over them (openLoss).
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -358,59 +353,4 @@ func (ss *sentinelSoak) apply(sk *soak, kind string, f *fault) {
 // respDo sends one command to addr and returns its reply flattened to
 // strings joined by ":" (like redistest's DoAll), without failing the test:
 // a fault may have taken the server down. An error reply is an error.
-func respDo(addr string, args ...string) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := c.Write([]byte(b.String())); err != nil {
-		return "", err
-	}
-	var out []string
-	if err := readRESP(bufio.NewReader(c), &out); err != nil {
-		return strings.Join(out, ":"), err
-	}
-	return strings.Join(out, ":"), nil
-}
-
-func readRESP(r *bufio.Reader, out *[]string) error {
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return err
-	}
-	line = strings.TrimRight(line, "\r\n")
-	if line == "" {
-		return errors.New("empty reply line")
-	}
-	switch line[0] {
-	case '-':
-		return errors.New(line[1:])
-	case '*':
-		n, _ := strconv.Atoi(line[1:])
-		for range n {
-			if err := readRESP(r, out); err != nil {
-				return err
-			}
-		}
-	case '$':
-		n, _ := strconv.Atoi(line[1:])
-		if n < 0 {
-			return nil
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return err
-		}
-		*out = append(*out, string(buf[:n]))
-	default:
-		*out = append(*out, line[1:])
-	}
-	return nil
-}
+func respDo(addr string, args ...string) (string, error) { return redistest.Command(addr, args...) }

@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -150,9 +151,27 @@ func (s *Server) Kill() { s.stop() }
 // joined by ":" (so GET-MASTER-ADDR-BY-NAME reads "host:port").
 func (s *Server) DoAll(t testing.TB, args ...string) string {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", s.Addr, 2*time.Second)
+	out, err := Command(s.Addr, args...)
+	var refused ReplyError
+	if err != nil && !errors.As(err, &refused) {
+		t.Fatalf("redis %s on %s: %v", args[0], s.Addr, err)
+	}
+	return out // an error reply reads as its text
+}
+
+// ReplyError is an error reply of the server (Command).
+type ReplyError string
+
+func (e ReplyError) Error() string { return string(e) }
+
+// Command sends one command to addr and returns its reply as DoAll does,
+// or the error (an error reply, or the server unreachable) without failing
+// anything: for callers, such as a soak's fault loop, that expect servers
+// to be down at times.
+func Command(addr string, args ...string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
-		t.Fatalf("dial redis: %v", err)
+		return "", err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -162,13 +181,11 @@ func (s *Server) DoAll(t testing.TB, args ...string) string {
 		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
 	}
 	if _, err := c.Write([]byte(b.String())); err != nil {
-		t.Fatalf("write redis: %v", err)
+		return "", err
 	}
 	var out []string
-	if err := readReply(bufio.NewReader(c), &out); err != nil {
-		t.Fatalf("read redis: %v", err)
-	}
-	return strings.Join(out, ":")
+	err = readReply(bufio.NewReader(c), &out)
+	return strings.Join(out, ":"), err
 }
 
 func readReply(r *bufio.Reader, out *[]string) error {
@@ -181,6 +198,9 @@ func readReply(r *bufio.Reader, out *[]string) error {
 		return fmt.Errorf("empty reply line")
 	}
 	switch line[0] {
+	case '-':
+		*out = append(*out, line[1:])
+		return ReplyError(line[1:])
 	case '*':
 		n, _ := strconv.Atoi(line[1:])
 		for range n {
