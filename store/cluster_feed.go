@@ -85,7 +85,7 @@ func (s *ClusterStore) follow(ctx context.Context, p *partition, last string) {
 		if ctx.Err() != nil {
 			return
 		}
-		s.client.ReloadState(ctx)
+		_ = bounded(ctx, stateCheckTimeout, func(ctx context.Context) error { s.client.ReloadState(ctx); return nil })
 		select {
 		case <-ctx.Done():
 			return
@@ -119,7 +119,7 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 				s.log.Debug("presence: partition subscription not confirmed; resubscribing", "partition", p.index)
 				return last
 			}
-			if err := ps.Ping(ctx); err != nil && ctx.Err() == nil {
+			if err := bounded(ctx, time.Second, func(ctx context.Context) error { return ps.Ping(ctx) }); err != nil && ctx.Err() == nil {
 				s.log.Debug("presence: partition subscription unhealthy; resubscribing", "partition", p.index, "error", err)
 				return last
 			}
@@ -134,7 +134,9 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 				s.log.Warn("presence: partition subscription hears nothing; resubscribing", "partition", p.index)
 				return last
 			}
-			_ = s.client.SPublish(ctx, p.channel, "probe "+s.probeToken).Err()
+			_ = bounded(ctx, 500*time.Millisecond, func(ctx context.Context) error {
+				return s.client.SPublish(ctx, p.channel, "probe "+s.probeToken).Err()
+			})
 			continue
 		case msg = <-ch:
 		}
@@ -146,9 +148,10 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 			switch m.Kind {
 			case "ssubscribe":
 				probed = time.Now()
-				if _, err := s.checkState(ctx); err != nil && ctx.Err() == nil {
-					s.log.Warn("presence: checking Redis Cluster state after resubscribe failed; will retry", "error", err)
-				}
+				// The state check runs on its own goroutine: during a
+				// failover its calls to a primary that is gone can take
+				// seconds, and this loop must go on delivering meanwhile.
+				s.kickState()
 				last = s.catchUp(ctx, p, last)
 				if !s.partSubbed[p.index].Swap(true) && s.subscribed.Add(1) == int32(len(s.parts)) {
 					s.firstOnce.Do(func() { close(s.firstSub) })
@@ -176,12 +179,32 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 	}
 }
 
+// catchUpTimeout bounds a partition's catch-up, and stateCheckTimeout one
+// state check: a call to a primary that just died may otherwise wait for
+// go-redis's dial timeouts and retries.
+const (
+	catchUpTimeout    = 5 * time.Second
+	stateCheckTimeout = 2 * time.Second
+)
+
 // probeLoss is how long a partition subscription may hear none of its
 // node's own probes (one a second) before it is made again.
 const probeLoss = 3500 * time.Millisecond
 
+// bounded runs f with a context that ends after d: the partition loops
+// must not wait on a primary that is gone for longer than that.
+func bounded(ctx context.Context, d time.Duration, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return f(ctx)
+}
+
 // catchUp delivers p's log entries after last and returns the new last id.
+// It gives up after catchUpTimeout (a shard that stopped answering) with a
+// resync, as on any failure to read the log.
 func (s *ClusterStore) catchUp(ctx context.Context, p *partition, last string) string {
+	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+	defer cancel()
 	resync := func(why string, err error) string {
 		s.log.Warn("presence: "+why+"; announcing a resync", "partition", p.index, "error", err)
 		s.feed.publish(Event{Kind: EventResync, At: time.Now()})
@@ -371,9 +394,32 @@ func (s *ClusterStore) stateCheckInterval() time.Duration {
 	return stateCheckEvery(s.opts.SweepInterval)
 }
 
+// watchState checks the state every stateCheckInterval and whenever a
+// partition resubscribed (kickState).
 func (s *ClusterStore) watchState(ctx context.Context) {
 	defer s.wg.Done()
-	watchStateLoop(ctx, s.stateCheckInterval(), s.checkState, s.log)
+	t := time.NewTicker(s.stateCheckInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.stateKick:
+		}
+		if _, err := s.checkState(ctx); err != nil && ctx.Err() == nil {
+			s.log.Debug("presence: Redis Cluster state check failed", "error", err)
+		}
+	}
+}
+
+// kickState asks watchState for a state check now (never blocks: one
+// pending request covers any number).
+func (s *ClusterStore) kickState() {
+	select {
+	case s.stateKick <- struct{}{}:
+	default:
+	}
 }
 
 // checkState compares every partition's epoch token, and the run_id of
@@ -385,6 +431,8 @@ func (s *ClusterStore) watchState(ctx context.Context) {
 func (s *ClusterStore) checkState(ctx context.Context) (bool, error) {
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, stateCheckTimeout)
+	defer cancel()
 	pipe := s.client.Pipeline()
 	gets := make([]*redis.StringCmd, len(s.parts))
 	for i := range s.parts {

@@ -62,9 +62,10 @@ type ClusterStore struct {
 	pendingMu sync.Mutex
 	pending   map[string]*Subscription // barrier token → subscription waiting for its barriers
 
-	stateMu sync.Mutex
-	runIDs  map[string]string // primary address → run_id when last checked
-	epochs  []string          // per partition: its epoch token when last checked
+	stateMu   sync.Mutex
+	stateKick chan struct{}     // a partition resubscribed: check the state now
+	runIDs    map[string]string // primary address → run_id when last checked
+	epochs    []string          // per partition: its epoch token when last checked
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -194,6 +195,7 @@ func NewCluster(ctx context.Context, redisURL string, opts Options, log *slog.Lo
 		runIDs:     make(map[string]string),
 		epochs:     make([]string, ClusterPartitions),
 		probeToken: randomToken(),
+		stateKick:  make(chan struct{}, 1),
 	}
 	s.fnOf = map[*redis.Script]string{}
 	s.scripts = clusterScripts{
