@@ -153,7 +153,8 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 				// seconds, and this loop must go on delivering meanwhile.
 				s.kickState()
 				last = s.catchUp(ctx, p, last)
-				if !s.partSubbed[p.index].Swap(true) && s.subscribed.Add(1) == int32(len(s.parts)) {
+				s.partSubbed[p.index].Store(true)
+				if !s.everSubbed[p.index].Swap(true) && s.subscribed.Add(1) == int32(len(s.parts)) {
 					s.firstOnce.Do(func() { close(s.firstSub) })
 				}
 			case "sunsubscribe":

@@ -53,6 +53,7 @@ type ClusterStore struct {
 	firstSub   chan struct{}
 	firstOnce  sync.Once
 	partSubbed []atomic.Bool // per partition: subscribed right now
+	everSubbed []atomic.Bool // per partition: subscribed at least once (counted in subscribed)
 	isClosed   atomic.Bool
 	reaps      chan [2]string
 	lastReload atomic.Int64 // unix ns of the last slot map reload exec asked for
@@ -190,6 +191,7 @@ func NewCluster(ctx context.Context, redisURL string, opts Options, log *slog.Lo
 		expiredCh:  "__keyevent@0__:expired",
 		firstSub:   make(chan struct{}),
 		partSubbed: make([]atomic.Bool, ClusterPartitions),
+		everSubbed: make([]atomic.Bool, ClusterPartitions),
 		reaps:      make(chan [2]string, 4096),
 		pending:    make(map[string]*Subscription),
 		runIDs:     make(map[string]string),
