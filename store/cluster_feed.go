@@ -137,6 +137,18 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 			_ = bounded(ctx, 500*time.Millisecond, func(ctx context.Context) error {
 				return s.client.SPublish(ctx, p.channel, "probe "+s.probeToken).Err()
 			})
+			// The log is the truth, the channel its fast path: every second
+			// the partition's log is read from last, through the current
+			// slot map, so an event (or a subscription's barrier) that the
+			// channel did not bring — a subscription on a node that thinks
+			// it still owns the slot after a failover hears that node's
+			// probes but not the new primary's events — arrives within
+			// about a second anyway. Usually it reads nothing.
+			if s.partSubbed[p.index].Load() {
+				rctx, cancel := context.WithTimeout(ctx, time.Second)
+				last, _ = s.readLog(rctx, p, last) // a failure: the next tick reads again
+				cancel()
+			}
 			continue
 		case msg = <-ch:
 		}
@@ -180,6 +192,26 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 	}
 }
 
+// readLog delivers p's log entries after last and returns the new last
+// id (with the error that stopped it, if any).
+func (s *ClusterStore) readLog(ctx context.Context, p *partition, last string) (string, error) {
+	for {
+		msgs, err := s.client.XRangeN(ctx, p.key("log"), "("+last, "+", 1000).Result()
+		if err != nil {
+			return last, err
+		}
+		for _, m := range msgs {
+			last = m.ID
+			if e, ok := m.Values["e"].(string); ok {
+				s.deliver(p.index, e)
+			}
+		}
+		if len(msgs) < 1000 {
+			return last, nil
+		}
+	}
+}
+
 // catchUpTimeout bounds a partition's catch-up, and stateCheckTimeout one
 // state check: a call to a primary that just died may otherwise wait for
 // go-redis's dial timeouts and retries.
@@ -218,21 +250,11 @@ func (s *ClusterStore) catchUp(ctx context.Context, p *partition, last string) s
 	if len(oldest) > 0 && last != "0-0" && compareStreamIDs(oldest[0].ID, last) > 0 {
 		s.feed.publish(Event{Kind: EventResync, At: time.Now()})
 	}
-	for {
-		msgs, err := s.client.XRangeN(ctx, p.key("log"), "("+last, "+", 1000).Result()
-		if err != nil {
-			return resync("partition event log catch-up failed", err)
-		}
-		for _, m := range msgs {
-			last = m.ID
-			if e, ok := m.Values["e"].(string); ok {
-				s.deliver(p.index, e)
-			}
-		}
-		if len(msgs) < 1000 {
-			return last
-		}
+	last, err = s.readLog(ctx, p, last)
+	if err != nil {
+		return resync("partition event log catch-up failed", err)
 	}
+	return last
 }
 
 func (s *ClusterStore) deliver(part int, payload string) {

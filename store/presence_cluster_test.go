@@ -434,3 +434,21 @@ func TestClusterSilentlyRefusedSubscriptionHeals(t *testing.T) {
 	})
 	expectStatus(t, sub, 20*time.Second, "alice", StatusOffline, StatusOnline)
 }
+
+// The log is the truth and the channel its fast path: an event in a
+// partition's log that no channel message brought (here written to the log
+// alone; in a failover, published on a node the subscription no longer
+// hears) reaches the feed by the partition's periodic log read.
+func TestClusterLogReadWithoutChannel(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterConfig{})
+	s := openCluster(t, c, stable())
+	waitReady(t, s)
+	sub := mustSubscribe(t, s)
+	must(t, s.Heartbeat(context.Background(), hbeat(bob, sid1, ""))) // the subscription is live
+	expectStatus(t, sub, eventTimeout, "bob", StatusOffline, StatusOnline)
+	p := partOf(s.parts, "alice")
+	payload := fmt.Sprintf(`{"k":"status","u":"alice","n":"Alice","a":"","from":"offline","to":"online","rooms":"","at":%d}`,
+		time.Now().UnixMilli())
+	c.Do(t, "XADD", p.key("log"), "*", "e", payload)
+	expectStatus(t, sub, eventTimeout, "alice", StatusOffline, StatusOnline)
+}
