@@ -421,19 +421,7 @@ func (s *ClusterStore) stateCheckInterval() time.Duration {
 // partition resubscribed (kickState).
 func (s *ClusterStore) watchState(ctx context.Context) {
 	defer s.wg.Done()
-	t := time.NewTicker(s.stateCheckInterval())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-s.stateKick:
-		}
-		if _, err := s.checkState(ctx); err != nil && ctx.Err() == nil {
-			s.log.Debug("presence: Redis Cluster state check failed", "error", err)
-		}
-	}
+	watchStateLoop(ctx, s.stateCheckInterval(), s.stateKick, s.checkState, s.log)
 }
 
 // kickState asks watchState for a state check now (never blocks: one

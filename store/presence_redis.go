@@ -1246,11 +1246,12 @@ func stateCheckEvery(sweep time.Duration) time.Duration {
 // that happens while nothing is written is still noticed.
 func (s *RedisStore) watchState(ctx context.Context) {
 	defer s.wg.Done()
-	watchStateLoop(ctx, s.stateCheckInterval(), s.checkState, s.log)
+	watchStateLoop(ctx, s.stateCheckInterval(), nil, s.checkState, s.log)
 }
 
-// watchStateLoop calls check every interval until ctx ends.
-func watchStateLoop(ctx context.Context, every time.Duration, check func(context.Context) (bool, error), log *slog.Logger) {
+// watchStateLoop calls check every interval, and whenever kick (nil: never)
+// delivers, until ctx ends.
+func watchStateLoop(ctx context.Context, every time.Duration, kick <-chan struct{}, check func(context.Context) (bool, error), log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -1258,6 +1259,7 @@ func watchStateLoop(ctx context.Context, every time.Duration, check func(context
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-kick:
 		}
 		if _, err := check(ctx); err != nil && ctx.Err() == nil {
 			log.Debug("presence: Redis state check failed", "error", err)
