@@ -435,3 +435,112 @@ func counter(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// pausingStore is a store whose next Members call, once armed, stops until
+// the test lets it go: a snapshot batch caught between its reads.
+type pausingStore struct {
+	store.Store
+	mu      sync.Mutex
+	paused  chan struct{} // closed when the armed call has stopped
+	release chan struct{}
+}
+
+func (p *pausingStore) arm() (paused, release chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.paused, p.release = make(chan struct{}), make(chan struct{})
+	return p.paused, p.release
+}
+
+func (p *pausingStore) Members(ctx context.Context, room string) ([]store.Member, error) {
+	p.mu.Lock()
+	paused, release := p.paused, p.release
+	p.paused, p.release = nil, nil
+	p.mu.Unlock()
+	if paused != nil {
+		close(paused)
+		<-release
+	}
+	return p.Store.Members(ctx, room)
+}
+
+// A user's status reaches a subscriber through several topics (the users
+// snapshot and every room's). A resync's batch of snapshots reads them one
+// after the other; when a user goes offline (a session reaped, listing its
+// room) and online again (a new session, in no room yet) between the room's
+// read and the users' read, the snapshot of the users already has online.
+// The offline must then not reach the client after it unless the online
+// does too: the cluster soak showed users stuck offline for 10 s and more
+// after a failover, every one in this shape.
+func TestStatusThroughSeveralTopicsAfterSnapshots(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mem := store.NewMemory(store.Options{TTL: time.Minute, TypingTTL: 5 * time.Second})
+		st := &pausingStore{Store: mem}
+		h := New(st, textRenderer{}, nil, nil, Options{})
+		if err := h.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			h.Close(ErrClosed)
+			_ = mem.Close()
+		})
+		ctx := context.Background()
+		u := store.Profile{ID: "u"}
+		if err := mem.Join(ctx, "r", store.Heartbeat{User: u, SessionID: "session-1"}); err != nil {
+			t.Fatal(err)
+		}
+		s := h.Subscribe(Spec{Format: JSON, Rooms: []RoomSub{{ID: "r"}}, Users: []string{"u"}})
+		synctest.Wait()
+		view := map[string]string{}
+		apply := func(msgs []Message) {
+			for _, m := range msgs {
+				d := string(m.Data)
+				switch {
+				case strings.HasPrefix(d, "users:"):
+					for _, kv := range strings.Split(strings.TrimPrefix(d, "users:"), ":") {
+						k, v, _ := strings.Cut(kv, "=")
+						view[k] = v
+					}
+				case strings.HasPrefix(d, "status:"):
+					f := strings.Split(d, ":")
+					view[f[1]] = f[2]
+				}
+			}
+		}
+		apply(take(t, s))
+		if view["u"] != "online" {
+			t.Fatalf("first view: u %q, want online", view["u"])
+		}
+
+		paused, release := st.arm()
+		h.resyncAll()
+		batch := make(chan []Message)
+		go func() {
+			<-s.Notify()
+			b, err := s.Take()
+			if err != nil {
+				t.Error(err)
+			}
+			batch <- b.Messages
+		}()
+		<-paused // the room's read has its number; the users' has not
+		if err := mem.EndSession(ctx, "u", "session-1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := mem.Heartbeat(ctx, store.Heartbeat{User: u, SessionID: "session-2"}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // both dispatched while the batch waits on its read
+		close(release)
+		apply(<-batch)
+		synctest.Wait()
+		apply(take(t, s))
+		ps, err := mem.Presence(ctx, []string{"u"})
+		if err != nil || ps["u"] == nil || ps["u"].Status != store.StatusOnline {
+			t.Fatalf("store: %+v %v, want u online", ps["u"], err)
+		}
+		if view["u"] != "online" {
+			t.Fatalf("client's view: u %q after the resync, want online (the store's)", view["u"])
+		}
+	})
+}

@@ -267,7 +267,7 @@ func (h *Hub) renderRoom(rs *roomState, members, typing bool) error {
 			from = 0
 		}
 		for _, m := range tf.html(h, t.r, t.s.spec.View, from) {
-			t.s.push(&item{key: m.Event, topic: topic, msg: m, seq: seq})
+			t.s.push(&item{key: m.Event, topic: topic, msg: m, seq: seq, render: true})
 		}
 	}
 	h.metrics.Fanout.WithLabelValues("room").Observe(time.Since(start).Seconds())

@@ -72,6 +72,10 @@ type item struct {
 	// self is +1 for a JSON join of the subscriber's own user, -1 for its
 	// leave: a join the last snapshot already listed is not sent again.
 	self int8
+	// render: an HTML render of a room read (seq is the read's), stale once
+	// a newer read of its topic was sent. Every other item is an event (seq
+	// is its dispatch's).
+	render bool
 }
 
 // Queue bounds. A subscriber whose queue passes them is not disconnected:
@@ -101,9 +105,12 @@ type Subscriber struct {
 	byKey     map[string]*item
 	bytes     int
 	keepalive bool
-	snapSeq   map[string]uint64 // topic → seq of the last snapshot taken
-	listed    map[string]bool   // topic → own user listed as a member (JSON), writer only
-	collapsed int               // times the queue overflowed into snapshots
+	snapSeq   map[string]uint64 // topic → seq of the last snapshot read sent
+	// eventSeq: the events dispatched before the last batch of snapshots
+	// began are in every snapshot of it (see Take).
+	eventSeq  uint64
+	listed    map[string]bool // topic → own user listed as a member (JSON), writer only
+	collapsed int             // times the queue overflowed into snapshots
 }
 
 // Spec returns the subscriber's spec.
@@ -199,7 +206,7 @@ func (s *Subscriber) topics() []string {
 // topic's last snapshot is dropped: the client already has newer state.
 func (s *Subscriber) push(it *item) {
 	s.mu.Lock()
-	if it.seq != 0 && it.seq < s.snapSeq[it.topic] {
+	if s.staleLocked(it) {
 		s.mu.Unlock()
 		return
 	}
@@ -207,7 +214,7 @@ func (s *Subscriber) push(it *item) {
 		if old := s.byKey[it.key]; old != nil {
 			if it.seq >= old.seq {
 				s.bytes += len(it.msg.Data) - len(old.msg.Data)
-				old.msg, old.seq, old.topic = it.msg, it.seq, it.topic
+				old.msg, old.seq, old.topic, old.render = it.msg, it.seq, it.topic, it.render
 			}
 			s.mu.Unlock()
 			s.wake()
@@ -225,6 +232,25 @@ func (s *Subscriber) push(it *item) {
 	}
 	s.mu.Unlock()
 	s.wake()
+}
+
+// staleLocked reports whether the client already has what it says (s.mu
+// held). A render is stale once a read of its topic at least as new was
+// sent. An event is stale once a batch of snapshots that began after its
+// dispatch was sent: one threshold for every topic, because one event
+// feeds several of them (a status event updates the user's entry in the
+// users snapshot and in every room's), and per-topic thresholds could drop
+// a later event through one topic while an earlier one still reached the
+// client through another, undoing the snapshot (a user shown offline who
+// is online). Dots owed from a held offline have no topic: never stale.
+func (s *Subscriber) staleLocked(it *item) bool {
+	if it.seq == 0 || it.topic == "" {
+		return false
+	}
+	if it.render {
+		return it.seq < s.snapSeq[it.topic]
+	}
+	return it.seq < s.eventSeq
 }
 
 // collapseLocked replaces the whole queue by one snapshot marker per topic
@@ -294,10 +320,14 @@ func (s *Subscriber) Take() (Batch, error) {
 	if s.listed == nil {
 		s.listed = map[string]bool{}
 	}
+	batch := false
 	for i := 0; i < len(q); i++ {
 		it := q[i]
 		if !it.sync {
-			if it.seq != 0 && it.seq < s.snapshotSeq(it.topic) {
+			s.mu.Lock()
+			stale := s.staleLocked(it)
+			s.mu.Unlock()
+			if stale {
 				continue
 			}
 			switch {
@@ -310,6 +340,18 @@ func (s *Subscriber) Take() (Batch, error) {
 			}
 			b.Messages = append(b.Messages, it.msg)
 			continue
+		}
+		if !batch {
+			// Before the first read: every event dispatched before this
+			// number is in every snapshot of the batch; the later ones are
+			// sent after it, in order (replaying one the snapshot already
+			// has is harmless: events say where a state went, not by how
+			// much).
+			batch = true
+			seq := s.hub.seq.Add(1)
+			s.mu.Lock()
+			s.eventSeq = max(s.eventSeq, seq)
+			s.mu.Unlock()
 		}
 		msgs, seq, self, err := s.hub.snapshot(s, it.topic)
 		if err != nil {
