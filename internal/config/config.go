@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
@@ -83,6 +84,9 @@ type Config struct {
 	RateLimit bool
 	// MetricsToken, when set, is the bearer token /metrics requires.
 	MetricsToken string
+	// LogLevel is the lowest level logged: debug, info (the default), warn
+	// or error.
+	LogLevel slog.Level
 	// MetricsAddr, when set, is a separate listen address that alone serves
 	// /metrics (the main address then does not).
 	MetricsAddr string
@@ -282,7 +286,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 		return b
 	}
 
-	var secret, origins, proxies, whSecret string
+	var secret, origins, proxies, whSecret, logLevel string
 	var version bool
 	var whURLs urlList
 	whURLs.add(env("PRESENCE_WEBHOOK_URL", ""))
@@ -299,6 +303,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.DurationVar(&c.LeaveDebounce, "leave-debounce", envDur("PRESENCE_LEAVE_DEBOUNCE", c.LeaveDebounce), "HTML streams show a departure (leaving the stack, offline dot) only if it still holds this long after; 0 = off (PRESENCE_LEAVE_DEBOUNCE)")
 	fs.StringVar(&origins, "allow-origin", env("PRESENCE_ALLOW_ORIGIN", ""), "comma-separated origins allowed to embed and call cross-origin (PRESENCE_ALLOW_ORIGIN)")
 	fs.BoolVar(&c.RateLimit, "rate-limit", envBool("PRESENCE_RATE_LIMIT", c.RateLimit), "per-session rate limits on heartbeats, status changes, room joins/leaves and typing (429 + Retry-After); turn off only for load tests (PRESENCE_RATE_LIMIT)")
+	fs.StringVar(&logLevel, "log-level", env("PRESENCE_LOG_LEVEL", "info"), "lowest level logged: debug, info, warn or error (PRESENCE_LOG_LEVEL)")
 	fs.StringVar(&c.MetricsToken, "metrics-token", env("PRESENCE_METRICS_TOKEN", ""), "when set, /metrics requires Authorization: Bearer <this> (PRESENCE_METRICS_TOKEN)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("PRESENCE_METRICS_ADDR", ""), "when set, /metrics is served only on this separate address, e.g. 127.0.0.1:9090 (PRESENCE_METRICS_ADDR)")
 	fs.StringVar(&c.TLSCert, "tls-cert", env("PRESENCE_TLS_CERT", ""), "PEM certificate (chain) file: serve HTTPS and HTTP/2; reloaded on SIGHUP and when it changes (PRESENCE_TLS_CERT)")
@@ -326,6 +331,9 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 		return c, errors.Join(errs...)
 	}
 	c.Secret = []byte(secret)
+	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return c, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+	}
 	var err error
 	c.WebhookURLs, c.WebhookSecret = whURLs.urls, []byte(whSecret)
 	for _, o := range strings.Split(origins, ",") {

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -206,5 +207,24 @@ func TestMetricsAndRateLimitFlags(t *testing.T) {
 		if _, err := Parse(tc.args, env(nil), io.Discard); !errors.Is(err, tc.want) {
 			t.Errorf("%v: %v, want %v", tc.args, err, tc.want)
 		}
+	}
+}
+
+// --log-level: info by default, the environment, the flag, and a clear
+// error for a level slog does not know.
+func TestLogLevel(t *testing.T) {
+	c, err := Parse([]string{"--secret", sec}, env(nil), io.Discard)
+	if err != nil || c.LogLevel != slog.LevelInfo {
+		t.Fatalf("default: %v %v, want info", c.LogLevel, err)
+	}
+	warn := env(map[string]string{"PRESENCE_LOG_LEVEL": "warn"})
+	if c, err = Parse([]string{"--secret", sec}, warn, io.Discard); err != nil || c.LogLevel != slog.LevelWarn {
+		t.Fatalf("env: %v %v, want warn", c.LogLevel, err)
+	}
+	if c, err = Parse([]string{"--secret", sec, "--log-level", "DEBUG"}, warn, io.Discard); err != nil || c.LogLevel != slog.LevelDebug {
+		t.Fatalf("flag: %v %v, want debug", c.LogLevel, err)
+	}
+	if _, err = Parse([]string{"--secret", sec, "--log-level", "loud"}, warn, io.Discard); err == nil || !strings.Contains(err.Error(), "--log-level") {
+		t.Fatalf("bad level: %v, want an error naming --log-level", err)
 	}
 }
