@@ -24,8 +24,10 @@ import (
 func clusterBackend(t *testing.T) *soakBackend {
 	c := redistest.StartCluster(t, redistest.ClusterConfig{Primaries: 3, Replicas: 1})
 	rng := rand.New(rand.NewPCG(42, 4))
+	addrs := c.Seeds() // every server, replicas too
 	return &soakBackend{
-		desc: "Redis Cluster (3 primaries + 3 replicas, cluster-node-timeout 1 s)", url: c.URL(),
+		inspect: inspectCluster(addrs),
+		desc:    "Redis Cluster (3 primaries + 3 replicas, cluster-node-timeout 1 s)", url: c.URL(),
 		kinds: []string{"cluster-primary-kill9", "client-kill-pubsub-shard", "slot-move"},
 		apply: func(sk *soak, kind string, f *fault) {
 			switch kind {

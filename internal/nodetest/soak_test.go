@@ -102,6 +102,28 @@ type sess struct {
 	// pending: API rooms made undetermined by a Redis restart that may or
 	// may not have become a failover (Sentinel), settled by settleLoss.
 	pending map[string]bool
+	// limboUntil: an ended API session that a request without an answer
+	// may have kept or brought back (an explicit offline that may not have
+	// been applied; a join or a heartbeat after the end that may have
+	// created it again, the join with its room, limboRooms): until then it
+	// may be live in the store, so its user's status and those rooms are
+	// not known. The next acknowledged heartbeat renews whatever it is.
+	limboUntil time.Time
+	limboRooms map[string]bool
+}
+
+// limbo records that s, ended, may be live in the store until the latest
+// expiry of a sign of life at at, with rooms (o.mu held).
+func (s *sess) limbo(o *oracle, at time.Time, rooms map[string]bool) {
+	if until := o.lateExpiry(at.Add(soakTTL)); until.After(s.limboUntil) {
+		s.limboUntil = until
+	}
+	if s.limboRooms == nil {
+		s.limboRooms = map[string]bool{}
+	}
+	for r := range rooms {
+		s.limboRooms[r] = true
+	}
 }
 
 type roomOp struct {
@@ -337,6 +359,15 @@ func (o *oracle) truth(now time.Time, rooms []string) (status map[string]string,
 			if s.tab && s.frozenNode >= 0 && s.inRoom(o, s.room, now) == -1 && members[s.room][s.user] == 0 {
 				members[s.room][s.user] = -1
 			}
+			if s.ended && now.Before(s.limboUntil) {
+				// Ended, but an unanswered request may have kept it.
+				status[s.user] = "?"
+				for r := range s.limboRooms {
+					if members[r][s.user] == 0 {
+						members[r][s.user] = -1
+					}
+				}
+			}
 			if !s.ended && len(o.windows) > 0 && now.Before(o.lateExpiry(s.expiry())) {
 				// Expired by now, unless its expiry fell due while its
 				// primary was gone: then it may still be live, with its
@@ -561,10 +592,14 @@ func (sk *soak) api(i, ui int, rng *rand.Rand) {
 				}
 				sk.o.mu.Unlock()
 			} else if unknownOutcome(code, err) {
-				// The join may have been applied (and its session renewed).
+				// The join may have been applied (and its session renewed,
+				// or after an end created again).
 				sk.o.mu.Lock()
 				s.maybeRooms[room] = true
 				delete(s.winRooms, room)
+				if s.ended {
+					s.limbo(sk.o, time.Now(), map[string]bool{room: true})
+				}
 				sk.o.mu.Unlock()
 			}
 		case p < 0.12:
@@ -591,10 +626,28 @@ func (sk *soak) api(i, ui int, rng *rand.Rand) {
 			}
 			sk.o.mu.Unlock()
 		case p < 0.14:
+			// Ended in the oracle from the request on: the views may show
+			// it at once.
 			sk.o.mu.Lock()
+			rooms := map[string]bool{}
+			for r := range s.apiRooms {
+				rooms[r] = true
+			}
+			for r := range s.maybeRooms {
+				rooms[r] = true
+			}
+			wasEnded, lastAck := s.ended, s.lastAck
 			s.ended, s.apiRooms, s.maybeRooms, s.winRooms = true, map[string]bool{}, map[string]bool{}, map[string]bool{}
 			sk.o.mu.Unlock()
-			_, _ = sk.post(node, token, "/api/presence", `{"status":"offline","sessionId":"`+sid+`"}`)
+			code, err := sk.post(node, token, "/api/presence", `{"status":"offline","sessionId":"`+sid+`"}`)
+			sk.o.mu.Lock()
+			switch {
+			case err == nil && code/100 == 2:
+				s.limboUntil, s.limboRooms = time.Time{}, nil // whatever lived is ended
+			case unknownOutcome(code, err) && !wasEnded:
+				s.limbo(sk.o, lastAck, rooms) // the session may live on to its expiry
+			}
+			sk.o.mu.Unlock()
 			sleepCtx(sk.ctx, time.Duration(2000+rng.IntN(3000))*time.Millisecond)
 			continue
 		case p < 0.16:
@@ -608,6 +661,8 @@ func (sk *soak) api(i, ui int, rng *rand.Rand) {
 		sk.o.mu.Lock()
 		if err == nil && code/100 == 2 {
 			s.acked(sk.o, send, time.Now(), status)
+		} else if unknownOutcome(code, err) && s.ended {
+			s.limbo(sk.o, time.Now(), nil) // it may have created the session again
 		} else if unknownOutcome(code, err) && status != s.status {
 			s.statusUnknown = true
 		}
@@ -630,8 +685,15 @@ func (s *sess) acked(o *oracle, send, now time.Time, status string) {
 	switch {
 	case fresh || send.After(expHi):
 		// Ended, or expired for sure: this starts a new session, online
-		// unless told otherwise, without the old one's rooms.
+		// unless told otherwise, without the old one's rooms; unless an
+		// unanswered request after the end may have brought it back
+		// (limbo): then it renews that one, whose rooms are not known.
 		s.apiRooms, s.maybeRooms, s.winRooms = map[string]bool{}, map[string]bool{}, map[string]bool{}
+		if s.ended && send.Before(s.limboUntil) {
+			for r := range s.limboRooms {
+				s.maybeRooms[r] = true
+			}
+		}
 		s.status = "online"
 	case now.After(expLo):
 		// Its flight overlapped the expiry instant: the rooms may or may
@@ -646,6 +708,7 @@ func (s *sess) acked(o *oracle, send, now time.Time, status string) {
 		s.setStatus(o, now, status)
 	}
 	s.ended, s.lastAck, s.lastSend, s.statusUnknown = false, now, send, false
+	s.limboUntil, s.limboRooms = time.Time{}, nil
 	s.hist[s.nh%len(s.hist)] = ackRec{send, now}
 	s.nh++
 }
@@ -701,6 +764,10 @@ type episode struct {
 	view       string
 	truth      string
 	why        string // the oracle's sessions of the user when it began
+	// Filled once it passed the threshold: the subscriber's trail for the
+	// user and what every node's store answered then (soak_trail_test.go).
+	probed       bool
+	trail, probe string
 }
 
 // describe is what the oracle knows of user's sessions at now, for the
@@ -768,6 +835,10 @@ type soakBackend struct {
 	// apply runs one Redis fault (in the test's goroutine) and fills f's
 	// target, note and, if its action outlasts apply, settled.
 	apply func(sk *soak, kind string, f *fault)
+	// inspect, if set, reads what the backend's servers hold of a
+	// divergence's user (its partition's recent events, its sessions) for
+	// the divergences file; called from any goroutine.
+	inspect func(sk *soak, key string) string
 }
 
 // soakBackends are the SOAK_BACKEND values.
@@ -893,23 +964,26 @@ func TestSoak(t *testing.T) {
 
 	// Watch-only JSON subscribers on every node: all rooms, all users.
 	type watcher struct {
-		name string
-		node int
-		c    *client.Client
+		name  string
+		node  int
+		c     *client.Client
+		token string
+		tr    *trail
 	}
 	var watchers []watcher
 	for n := range sk.nodes {
 		for w := range soakWatchers {
 			tok := Token(t, secret, fmt.Sprintf("watch-%d-%d", n, w), "Watcher")
+			tr := newTrail(sk.started)
 			c, err := client.New(client.Config{
 				BaseURL: sk.nodes[n].Base, Rooms: sk.rooms, Users: sk.users, Watch: true, Token: tok,
 				MinBackoff: 200 * time.Millisecond, MaxBackoff: time.Second, IdleTimeout: -1,
-				OnEvent: func(client.Event) {},
+				OnEvent: tr.add,
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			watchers = append(watchers, watcher{fmt.Sprintf("n%d/w%d", n, w), n, c})
+			watchers = append(watchers, watcher{fmt.Sprintf("n%d/w%d", n, w), n, c, tok, tr})
 			wg.Add(1)
 			go func() { defer wg.Done(); _ = c.Run(ctx) }()
 		}
@@ -919,7 +993,7 @@ func TestSoak(t *testing.T) {
 	var (
 		emu      sync.Mutex
 		open     = map[string]*episode{} // sub|key → running divergence
-		long     []episode
+		long     []*episode
 		longest  episode
 		checks   atomic.Int64
 		recs     []checkRec
@@ -935,7 +1009,7 @@ func TestSoak(t *testing.T) {
 			longest = *ep
 		}
 		if ep.end.Sub(ep.start) > soakThreshold {
-			long = append(long, *ep)
+			long = append(long, ep)
 		}
 		delete(open, k)
 	}
@@ -1036,6 +1110,26 @@ func TestSoak(t *testing.T) {
 						closeEp(k, ep, now)
 					}
 				}
+				// A divergence past the threshold: keep what explains it.
+				for k, ep := range open {
+					if !strings.HasPrefix(k, w.name+"|") || ep.probed || now.Sub(ep.start) <= soakThreshold {
+						continue
+					}
+					ep.probed = true
+					user := ep.key[strings.LastIndex(ep.key, ":")+1:]
+					ep.trail = w.tr.of(user)
+					checkErr.Add(1)
+					go func(key, token string) {
+						defer checkErr.Done()
+						p := sk.probeStores(token, key)
+						if backend.inspect != nil {
+							p += "\n    servers: " + backend.inspect(sk, key)
+						}
+						emu.Lock()
+						ep.probe = p
+						emu.Unlock()
+					}(ep.key, w.token)
+				}
 			}
 			var oldest time.Duration
 			for _, ep := range open {
@@ -1089,14 +1183,14 @@ func TestSoak(t *testing.T) {
 	time.Sleep(time.Until(deadline))
 	// Close the running divergences at the end (a divergence still open
 	// counts with its length so far).
+	cancel()
+	checkErr.Wait()
 	emu.Lock()
 	end := time.Now()
 	for k, ep := range open {
 		closeEp(k, ep, end)
 	}
 	emu.Unlock()
-	cancel()
-	checkErr.Wait()
 	wg.Wait()
 
 	// The report.
@@ -1160,7 +1254,7 @@ func TestSoak(t *testing.T) {
 		fmt.Fprintf(&b, "  %6.1fs %-24s %-22s settled +%.1fs, recovered %s %s\n", f.at.Sub(sk.started).Seconds(), f.kind, target,
 			f.settled.Sub(f.at).Seconds(), rec, f.note)
 	}
-	cause := func(ep episode) string {
+	cause := func(ep *episode) string {
 		var last *fault
 		for i := range faults {
 			if !faults[i].at.After(ep.start) {
@@ -1192,7 +1286,7 @@ func TestSoak(t *testing.T) {
 	if longest.sub != "" {
 		fmt.Fprintf(&b, "longest divergence: %v, %s %s (view %s, truth %s) from %.1fs, %s\n",
 			longest.end.Sub(longest.start).Round(100*time.Millisecond), longest.sub, longest.key, longest.view, longest.truth,
-			longest.start.Sub(sk.started).Seconds(), cause(longest))
+			longest.start.Sub(sk.started).Seconds(), cause(&longest))
 	}
 	t.Log("\n" + b.String())
 	out := filepath.Join("..", "..", "bin", "soak")
@@ -1204,8 +1298,9 @@ func TestSoak(t *testing.T) {
 		var all strings.Builder
 		sort.Slice(long, func(i, j int) bool { return long[i].start.Before(long[j].start) })
 		for _, ep := range long {
-			fmt.Fprintf(&all, "%.1fs +%v %s %s: view %s, truth %s (%s)\n    oracle then: %s\n", ep.start.Sub(sk.started).Seconds(),
-				ep.end.Sub(ep.start).Round(100*time.Millisecond), ep.sub, ep.key, ep.view, ep.truth, cause(ep), ep.why)
+			fmt.Fprintf(&all, "%.1fs +%v %s %s: view %s, truth %s (%s)\n    oracle then: %s\n    subscriber: %s\n    stores past the threshold: %s\n",
+				ep.start.Sub(sk.started).Seconds(), ep.end.Sub(ep.start).Round(100*time.Millisecond), ep.sub, ep.key, ep.view, ep.truth,
+				cause(ep), ep.why, ep.trail, ep.probe)
 		}
 		_ = os.WriteFile(filepath.Join(out, "divergences-"+backendName+".txt"), []byte(all.String()), 0o644)
 		for i, n := range sk.nodes {
