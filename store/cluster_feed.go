@@ -96,8 +96,32 @@ func (s *ClusterStore) follow(ctx context.Context, p *partition, last string) {
 
 // followOnce runs one subscription of p's channel until it ends (the
 // shard dropped it, or it stayed broken for a while) and returns last.
+//
+// The subscription is made on the node the slot map names as the slot's
+// primary, through that node's own client, not through the cluster
+// client's routing: go-redis would re-dial a dropped subscription by
+// itself, to whatever node its slot map named at that moment. After a
+// failover that can be the old primary restarting (it believes for a
+// moment that it still owns its slots and takes the subscription), which
+// then stays on as a replica that the partition's messages reach only
+// part of the time: the cluster soak found two nodes' subscriptions there,
+// missing some of the partition's events (the gaps that a message's "pv"
+// now reveals, lib.lua's emit). Pinned, the node is known, and every
+// health tick checks that it is still the slot's primary, both in the slot
+// map and by its own ROLE.
 func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string) string {
-	ps := s.client.SSubscribe(ctx, p.channel)
+	var node *redis.Client
+	if err := bounded(ctx, time.Second, func(ctx context.Context) error {
+		var err error
+		node, err = s.client.MasterForKey(ctx, p.channel)
+		return err
+	}); err != nil {
+		s.log.Debug("presence: no primary known for a partition; retrying", "partition", p.index, "error", err)
+		return last
+	}
+	addr := node.Options().Addr
+	s.log.Debug("presence: subscribing a partition", "partition", p.index, "primary", addr, "last", last)
+	ps := node.SSubscribe(ctx, p.channel)
 	defer ps.Close()
 	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(10000))
 	health := time.NewTicker(time.Second)
@@ -123,6 +147,11 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 				s.log.Debug("presence: partition subscription unhealthy; resubscribing", "partition", p.index, "error", err)
 				return last
 			}
+			if why := s.stillPrimary(ctx, p, node); why != "" {
+				s.log.Warn("presence: a partition's subscription is not on its primary; resubscribing", "partition", p.index,
+					"node", addr, "why", why)
+				return last
+			}
 			// The end-to-end check: go-redis redials a dropped connection
 			// by itself, from the slot map it has then, and a subscription
 			// it sends to a node that does not serve the slot is refused
@@ -146,8 +175,14 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 			// about a second anyway. Usually it reads nothing.
 			if s.partSubbed[p.index].Load() {
 				rctx, cancel := context.WithTimeout(ctx, time.Second)
-				last, _ = s.readLog(rctx, p, last) // a failure: the next tick reads again
+				from := last
+				var err error
+				last, err = s.readLog(rctx, p, last) // a failure: the next tick reads again
 				cancel()
+				if last != from || err != nil {
+					s.log.Debug("presence: a partition's log brought what its channel did not", "partition", p.index,
+						"from", from, "to", last, "error", err)
+				}
 			}
 			continue
 		case msg = <-ch:
@@ -164,12 +199,15 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 				// failover its calls to a primary that is gone can take
 				// seconds, and this loop must go on delivering meanwhile.
 				s.kickState()
+				from := last
 				last = s.catchUp(ctx, p, last)
+				s.log.Debug("presence: partition subscribed", "partition", p.index, "caught_up_from", from, "to", last)
 				s.partSubbed[p.index].Store(true)
 				if !s.everSubbed[p.index].Swap(true) && s.subscribed.Add(1) == int32(len(s.parts)) {
 					s.firstOnce.Do(func() { close(s.firstSub) })
 				}
 			case "sunsubscribe":
+				s.log.Debug("presence: partition unsubscribed by its shard", "partition", p.index)
 				return last // the slot moved: subscribe again where it lives now
 			}
 		case *redis.Message:
@@ -186,10 +224,54 @@ func (s *ClusterStore) followOnce(ctx context.Context, p *partition, last string
 			if !ok || compareStreamIDs(id, last) <= 0 {
 				continue // malformed, or already delivered by a catch-up
 			}
+			if prev, ok := channelPrev(payload); ok && prev != last {
+				// Entries between last and this one did not come through
+				// the channel: read them from the log, this one with them,
+				// in order. On a failure the next tick's read brings them.
+				from := last
+				rctx, cancel := context.WithTimeout(ctx, time.Second)
+				last, _ = s.readLog(rctx, p, last)
+				cancel()
+				s.log.Debug("presence: a gap in a partition's channel; read from its log", "partition", p.index,
+					"from", from, "to", last, "message", id, "after", prev)
+				continue
+			}
 			last = id
 			s.deliver(p.index, payload)
 		}
 	}
+}
+
+// channelPrev is the id of the log entry before a channel message's own
+// (the "pv" field emit puts first in the channel's payload), if it has one.
+func channelPrev(payload string) (string, bool) {
+	rest, ok := strings.CutPrefix(payload, `{"pv":"`)
+	if !ok {
+		return "", false
+	}
+	prev, _, ok := strings.Cut(rest, `"`)
+	return prev, ok
+}
+
+// stillPrimary checks that node, where p's channel is subscribed, is the
+// slot's primary: the one the (reloaded every second) slot map names, and
+// a master by its own account. It returns why not, or "" (also when the
+// check could not be made: the ping and the probes judge a node that does
+// not answer).
+func (s *ClusterStore) stillPrimary(ctx context.Context, p *partition, node *redis.Client) string {
+	var why string
+	_ = bounded(ctx, time.Second, func(ctx context.Context) error {
+		if cur, err := s.client.MasterForKey(ctx, p.channel); err == nil && cur.Options().Addr != node.Options().Addr {
+			why = "the slot map names " + cur.Options().Addr
+			return nil
+		}
+		role, err := node.Do(ctx, "ROLE").Slice()
+		if err == nil && len(role) > 0 && role[0] != "master" {
+			why = fmt.Sprintf("it is a %v now", role[0])
+		}
+		return nil
+	})
+	return why
 }
 
 // readLog delivers p's log entries after last and returns the new last

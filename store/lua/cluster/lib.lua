@@ -44,22 +44,36 @@
 -- every script that uses the library (presence_cluster.go puts it there).
 -- On Redis 7 the library is the top level of a FUNCTION library, run once
 -- at FUNCTION LOAD, not once per call (cluster_functions.go).
-local CHANNEL, RETENTION, LOGMAX, LOG, t, NOW
+local CHANNEL, RETENTION, LOGMAX, LOG, t, NOW, HEAD
 
 local function begin(keys, argv)
   CHANNEL, RETENTION, LOGMAX, LOG = argv[1], tonumber(argv[2]), tonumber(argv[3]), keys[1]
   t = redis.call('TIME')
   NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  HEAD = nil
 end
 
 local RANK = { busy = 3, online = 2, away = 1 }
 local BY_RANK = { [0] = 'offline', [1] = 'away', [2] = 'online', [3] = 'busy' }
 
+-- emit appends an event to the partition's log and publishes it as
+-- "id payload", the channel's payload carrying one field more than the
+-- log's: "pv", the id of the log entry before it ("0-0" for none). A
+-- subscriber whose last entry is not pv has missed some (a subscription
+-- that began on a node the partition's messages reached only part of the
+-- time, around a failover) and reads the log from its last entry instead
+-- of taking this one alone. (A field, not a word before the JSON: nodes of
+-- the previous version decode the payload and ignore it.)
 local function emit(ev)
   ev.at = NOW
   local payload = cjson.encode(ev)
-  local id = redis.call('XADD', LOG, 'MAXLEN', '~', LOGMAX, '*', 'e', payload)
-  redis.call('SPUBLISH', CHANNEL, id .. ' ' .. payload)
+  local prev = HEAD
+  if not prev then
+    local top = redis.call('XREVRANGE', LOG, '+', '-', 'COUNT', 1)
+    prev = top[1] and top[1][1] or '0-0'
+  end
+  HEAD = redis.call('XADD', LOG, 'MAXLEN', '~', LOGMAX, '*', 'e', payload)
+  redis.call('SPUBLISH', CHANNEL, HEAD .. ' {"pv":"' .. prev .. '",' .. string.sub(payload, 2))
 end
 
 -- parse splits a session record into its status, its entries (a list of
