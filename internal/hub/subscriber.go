@@ -202,8 +202,8 @@ func (s *Subscriber) topics() []string {
 }
 
 // push queues one item. Keyed items replace their queued predecessor (and
-// keep its place); everything else is appended. An item older than the
-// topic's last snapshot is dropped: the client already has newer state.
+// keep its place); everything else is appended. A stale item (staleLocked)
+// is dropped: the client already has newer state.
 func (s *Subscriber) push(it *item) {
 	s.mu.Lock()
 	if s.staleLocked(it) {
