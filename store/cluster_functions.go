@@ -2,9 +2,6 @@ package store
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
-	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -18,14 +15,6 @@ import (
 // during a rolling upgrade. A node whose FUNCTION LOAD is refused calls the
 // same scripts with EVALSHA.
 
-// clusterScript is one cluster script: its function name in the library
-// and its body.
-type clusterScript struct {
-	name    string
-	body    string
-	withLib bool // it starts with begin(KEYS, ARGV) and uses the library
-}
-
 // newClusterScript makes the EVALSHA form of a script and records it for
 // the library.
 func (s *ClusterStore) newClusterScript(name, body string, withLib bool) *redis.Script {
@@ -35,7 +24,7 @@ func (s *ClusterStore) newClusterScript(name, body string, withLib bool) *redis.
 	} else {
 		sc = redis.NewScript(body)
 	}
-	s.bodies = append(s.bodies, clusterScript{name, body, withLib})
+	s.bodies = append(s.bodies, luaBody{name, body, withLib})
 	s.fnOf[sc] = name
 	return sc
 }
@@ -43,18 +32,8 @@ func (s *ClusterStore) newClusterScript(name, body string, withLib bool) *redis.
 // buildLibrary turns the recorded scripts into the library's source and
 // the full function name of each script.
 func (s *ClusterStore) buildLibrary() {
-	var b strings.Builder
-	b.WriteString(luaCLib + "\n")
-	for _, cs := range s.bodies {
-		b.WriteString("redis.register_function('%FN%" + cs.name + "', function(KEYS, ARGV)\n")
-		if cs.withLib {
-			b.WriteString("begin(KEYS, ARGV)\n")
-		}
-		b.WriteString(cs.body + "\nend)\n")
-	}
-	sum := sha1.Sum([]byte(b.String()))
-	prefix := "presenced_cluster_" + hex.EncodeToString(sum[:6])
-	s.library = "#!lua name=" + prefix + "\n" + strings.ReplaceAll(b.String(), "%FN%", prefix+"_")
+	var prefix string
+	s.library, prefix = functionLibrary("presenced_cluster_", luaCLib+"\n", "begin(KEYS, ARGV)", s.bodies)
 	for sc, name := range s.fnOf {
 		s.fnOf[sc] = prefix + "_" + name
 	}

@@ -75,7 +75,7 @@ type ClusterStore struct {
 
 	// The scripts as a FUNCTION library (cluster_functions.go): its source,
 	// each script's function name, and whether it is in use.
-	bodies    []clusterScript
+	bodies    []luaBody
 	fnOf      map[*redis.Script]string
 	library   string
 	functions atomic.Bool

@@ -441,21 +441,30 @@ func (s *RedisStore) scriptGroup(sc *redis.Script, chunk int) *coalesceGroup {
 // element of the reply. A missing script (NOSCRIPT, or the library gone)
 // reloads the scripts and sends the item again, once (see evalBatched).
 func (s *RedisStore) callMerged(ctx context.Context, g *coalesceGroup, keys []string, args []any) (any, error) {
-	for attempt := 0; ; attempt++ {
-		gen := s.scriptGen.Load()
-		it := &mergedItem{keys: keys, args: args}
-		err := s.batch.DoMerged(ctx, g, it)
-		if err != nil && attempt == 0 && isScriptMissing(err) {
-			if err := s.reloadScripts(ctx, gen); err != nil {
-				return nil, fmt.Errorf("redis load scripts: %w", err)
-			}
-			continue
-		}
-		if err != nil {
-			return nil, err // it may still be written by a round trip this caller gave up on
-		}
-		return it.res, nil
+	var it *mergedItem
+	err := s.withScripts(ctx, func() error {
+		it = &mergedItem{keys: keys, args: args}
+		return s.batch.DoMerged(ctx, g, it)
+	})
+	if err != nil {
+		return nil, err // it may still be written by a round trip this caller gave up on
 	}
+	return it.res, nil
+}
+
+// withScripts runs call; if the server lacked the scripts (NOSCRIPT, or the
+// library gone: Redis restarted or its script cache was flushed) it reloads
+// them, unless another caller did meanwhile, and runs call once more.
+func (s *RedisStore) withScripts(ctx context.Context, call func() error) error {
+	gen := s.scriptGen.Load()
+	err := call()
+	if err == nil || !isScriptMissing(err) {
+		return err
+	}
+	if err := s.reloadScripts(ctx, gen); err != nil {
+		return fmt.Errorf("redis load scripts: %w", err)
+	}
+	return call()
 }
 
 // coalesceInflight is how many coalesced round trips may be in flight at
@@ -477,24 +486,17 @@ const heartbeatChunk = 32
 // once: EVALSHA in a pipeline cannot fall back to EVAL the way Script.Run
 // does.
 func (s *RedisStore) evalBatched(ctx context.Context, sc *redis.Script, keys []string, args []any) (any, error) {
-	for attempt := 0; ; attempt++ {
-		gen := s.scriptGen.Load()
+	var res any
+	err := s.withScripts(ctx, func() error {
 		var cmd *redis.Cmd
-		var res any
-		err := s.batch.Do(ctx,
+		return s.batch.Do(ctx,
 			func(p redis.Pipeliner) { cmd = s.evalOn(context.Background(), p, sc, keys, args...) },
 			func() (err error) { res, err = cmd.Result(); return err })
-		if err != nil && attempt == 0 && isScriptMissing(err) {
-			if err := s.reloadScripts(ctx, gen); err != nil {
-				return nil, fmt.Errorf("redis load scripts: %w", err)
-			}
-			continue
-		}
-		if err != nil {
-			return nil, err // res may still be written by a round trip this caller gave up on
-		}
-		return res, nil
+	})
+	if err != nil {
+		return nil, err // res may still be written by a round trip this caller gave up on
 	}
+	return res, nil
 }
 
 // reloadScripts loads the scripts unless they were reloaded since the

@@ -31,30 +31,42 @@ func luaFunctions(scripts map[*redis.Script]luaBody) (source string, names map[*
 		order = append(order, sc)
 	}
 	slices.SortFunc(order, func(a, b *redis.Script) int { return strings.Compare(scripts[a].name, scripts[b].name) })
-	var body strings.Builder
-	body.WriteString(luaFast + "\n" + luaLib + "\n")
-	for _, sc := range order {
-		b := scripts[sc]
-		body.WriteString("redis.register_function('%FN%" + b.name + "', function(KEYS, ARGV)\n")
-		if b.withLib {
-			body.WriteString("begin(ARGV)\n")
-		}
-		body.WriteString(b.body + "\nend)\n")
+	fns := make([]luaBody, len(order))
+	for i, sc := range order {
+		fns[i] = scripts[sc]
 	}
-	sum := sha1.Sum([]byte(body.String()))
-	prefix := "presenced_" + hex.EncodeToString(sum[:6])
+	source, prefix := functionLibrary("presenced_", luaFast+"\n"+luaLib+"\n", "begin(ARGV)", fns)
 	names = make(map[*redis.Script]string, len(order))
 	for _, sc := range order {
 		names[sc] = prefix + "_" + scripts[sc].name
 	}
-	return "#!lua name=" + prefix + "\n" + strings.ReplaceAll(body.String(), "%FN%", prefix+"_"), names
+	return source, names
+}
+
+// functionLibrary is the source of a FUNCTION library whose top level is
+// preamble and whose functions are fns, in that order (those withLib start
+// with the statement begin), and the prefix of its function names: base
+// and a hash of the source, which is also the library's name.
+func functionLibrary(base, preamble, begin string, fns []luaBody) (source, prefix string) {
+	var body strings.Builder
+	body.WriteString(preamble)
+	for _, f := range fns {
+		body.WriteString("redis.register_function('%FN%" + f.name + "', function(KEYS, ARGV)\n")
+		if f.withLib {
+			body.WriteString(begin + "\n")
+		}
+		body.WriteString(f.body + "\nend)\n")
+	}
+	sum := sha1.Sum([]byte(body.String()))
+	prefix = base + hex.EncodeToString(sum[:6])
+	return "#!lua name=" + prefix + "\n" + strings.ReplaceAll(body.String(), "%FN%", prefix+"_"), prefix
 }
 
 // luaBody is one script as a function of the library.
 type luaBody struct {
 	name    string
 	body    string
-	withLib bool // it uses lib.lua: begin(ARGV) comes first
+	withLib bool // it uses the library's top level: its begin statement comes first
 }
 
 // loadFunctions loads the library; an error means the server has no
